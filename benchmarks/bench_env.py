@@ -1,0 +1,110 @@
+"""Environment throughput: dict API vs. batched path vs. a pure-numpy MNL floor.
+
+Run: ``python -m benchmarks.bench_env`` (``--sizes 1000,10000`` for a quick run).
+For each number of users (x 20 candidates, slates of 5) it prints user-steps
+per second of the PettingZoo dict API, of :class:`BatchedEnv` and of the
+floor, all measured in this run, with their ratios and the peak RSS. The
+floor is the least work any such simulator must do per step: draw
+candidates, compute embedding utilities, pick the top-5 slate by the agent's
+scores and sample an MNL choice with a no-click option, with the same
+numpy primitives the environment uses. The three are interleaved step by
+step so that they see the same machine load. Targets (issue 2):
+batched >= 50 % of the floor at 10k users; dict API >= 100,000 user-steps/s
+at 1k users; 100k users well within 24 GiB.
+"""
+from __future__ import annotations
+
+import argparse
+import resource
+import time
+
+import numpy as np
+
+from starec_env.batched import BatchedEnv, top_slate
+from starec_env.data.synthetic import SyntheticConfig, generate_world
+from starec_env.parallel import StarecParallelEnv
+
+N_CAND, SLATE, N_ITEMS = 20, 5, 1000
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+class Floor:
+    """The bare MNL loop on the same embeddings (no state, no validity checks)."""
+
+    def __init__(self, user_emb: np.ndarray, item_emb: np.ndarray, seed: int) -> None:
+        self.user_emb, self.item_emb = user_emb, item_emb
+        self.rng = np.random.default_rng(seed)
+
+    def step(self, scores: np.ndarray) -> np.ndarray:
+        n = len(self.user_emb)
+        cand = self.rng.integers(0, len(self.item_emb), (n, N_CAND))
+        slate = np.take_along_axis(cand, top_slate(scores, SLATE), axis=1)
+        logits = np.empty((n, SLATE + 1))
+        logits[:, :SLATE] = np.einsum("nsd,nd->ns", self.item_emb[slate], self.user_emb)
+        logits[:, SLATE] = 1.5
+        logits -= logits.max(axis=1, keepdims=True)
+        cum = np.cumsum(np.exp(logits), axis=1)
+        return (cum < (self.rng.random(n) * cum[:, -1])[:, None]).sum(axis=1)
+
+
+def measure(floor: Floor, batched: BatchedEnv, par: StarecParallelEnv, scores: np.ndarray,
+            steps: int, episodes: int) -> tuple[float, float, float]:
+    """User-steps/s of floor, batched path and dict API, interleaved step by step.
+
+    The machine may be shared, so the three are timed one right after the
+    other within every step (same load) and each rate is the best over steps
+    of users served / seconds (the timeit convention: slower repeats measure
+    other processes, not the code). Only live users count for the
+    environments; resets are not timed.
+    """
+    per_agent = {a: scores[r] for r, a in enumerate(par.possible_agents)}
+    rates: list[tuple[float, float, float]] = []
+    for ep in range(episodes):
+        batched.reset(seed=ep)
+        par.reset(seed=ep)
+        for _ in range(steps):
+            live = int(batched.alive.sum())
+            if not live or not par.agents:
+                break
+            t0 = time.perf_counter()
+            floor.step(scores)
+            t1 = time.perf_counter()
+            batched.step(scores)
+            t2 = time.perf_counter()
+            actions = {a: per_agent[a] for a in par.agents}
+            par.step(actions)
+            t3 = time.perf_counter()
+            rates.append((len(scores) / (t1 - t0), live / (t2 - t1), len(actions) / (t3 - t2)))
+    fl, fast, dict_api = np.max(np.array(rates), axis=0)
+    return float(fl), float(fast), float(dict_api)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,10000,100000", help="comma-separated numbers of users")
+    ap.add_argument("--steps", type=int, default=10, help="steps per episode")
+    ap.add_argument("--episodes", type=int, default=3)
+    args = ap.parse_args()
+    print(f"{'users':>7} {'world_s':>8} {'floor/s':>11} {'batched/s':>11} {'dict/s':>11} "
+          f"{'batch/floor':>11} {'dict/floor':>10} {'peak_GiB':>9}")
+    for n in (int(s) for s in args.sizes.split(",")):
+        t = time.perf_counter()
+        world = generate_world(SyntheticConfig(n_users=n, n_items=N_ITEMS), seed=0)
+        world_s = time.perf_counter() - t
+        batched = BatchedEnv(dataset=world, n_users=n, n_candidates=N_CAND, slate_size=SLATE, seed=0, max_cycles=1000)
+        par = StarecParallelEnv(dataset=world, simulator=batched.simulator, n_users=n, n_candidates=N_CAND,
+                                slate_size=SLATE, seed=0, max_cycles=1000)
+        scores = np.random.default_rng(1).random((n, N_CAND))
+        truth = world.meta["truth"]
+        floor = Floor(truth.user_emb, truth.item_emb, seed=2)
+        fl, fast, dict_api = measure(floor, batched, par, scores, args.steps, args.episodes)
+        print(f"{n:>7} {world_s:>8.2f} {fl:>11,.0f} {fast:>11,.0f} {dict_api:>11,.0f} "
+              f"{fast / fl:>11.2f} {dict_api / fl:>10.2f} {peak_rss_gib():>9.2f}", flush=True)
+        del batched, par, world
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""Evaluation loops: the offline protocol and online simulated sessions.
+
+One seed = one protocol draw (users, negatives), one policy initialisation
+and one set of simulated episodes. The world (dataset, simulator) is built
+once per run from ``data.seed``, so seeds vary the evaluation, not the world.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from experiments.config import ConfigError, RunConfig
+from experiments.report import aggregate
+from policies.base import Policy, PolicyContext
+from policies.registry import make_policy
+from starec_env.data.model import Dataset
+from starec_env.protocol import LeaveOneOut
+from starec_env.types import RankingBatch
+
+
+@dataclass
+class World:
+    """The dataset every policy is judged on and the simulator answering it."""
+
+    dataset: Dataset
+    simulator: Any
+
+
+def load_world(cfg: RunConfig) -> World:
+    """Load and preprocess the dataset, then fit/build its simulator."""
+    from starec_env.data import PreprocessConfig, load_dataset
+    from starec_env.simulator import build_simulator
+
+    data = cfg.data
+    try:
+        pre = PreprocessConfig.from_dict(data.preprocess) if data.preprocess else None
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"[data.preprocess]: {err}") from None
+    try:
+        dataset = load_dataset(data.dataset, data.data_dir, preprocess=pre, seed=data.seed, **data.options)
+    except TypeError as err:  # an option the loader does not take
+        raise ConfigError(f"[data.options]: {err}") from None
+    return World(dataset, build_simulator(dataset, _simulator_config(cfg), data.seed))
+
+
+def _simulator_config(cfg: RunConfig):
+    from starec_env.simulator import SimulatorConfig
+
+    try:
+        return SimulatorConfig.from_dict(cfg.simulator)
+    except ValueError as err:
+        raise ConfigError(f"[simulator]: {err}") from None
+
+
+def env_config(cfg: RunConfig, world: World):
+    """EnvConfig of the online sessions: the run's world, ``online.users`` agents, ``[online.env]`` options."""
+    from starec_env.config import EnvConfig
+
+    values = {"n_users": min(cfg.online.users, world.dataset.n_users), "history_len": cfg.protocol.history_len, **cfg.online.env}
+    values.update(dataset=world.dataset, seed=cfg.data.seed, simulator=_simulator_config(cfg))
+    try:
+        return EnvConfig.from_dict(values, source="[online.env]")
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
+def score_batched(policy: Policy, batch: RankingBatch, batch_size: int, desc: str | None = None) -> np.ndarray:
+    """Score a large batch in chunks (bounded memory, a progress bar for slow agents)."""
+    n = len(batch)
+    out = np.empty(batch.candidates.shape, dtype=np.float64)
+    starts = range(0, n, batch_size)
+    for lo in tqdm(starts, desc=desc, leave=False, disable=desc is None or len(starts) < 2):
+        rows = np.arange(lo, min(n, lo + batch_size))
+        out[rows] = policy.score(batch.take(rows))
+    return out
+
+
+def run_offline(policy: Policy, protocol: LeaveOneOut, batch_size: int, desc: str | None = None) -> dict:
+    """Offline metrics of an already-fitted policy, plus scoring time."""
+    start = time.perf_counter()
+    scores = score_batched(policy, protocol.batch, batch_size, desc)
+    metrics = protocol.evaluate(scores)
+    metrics["score_s"] = time.perf_counter() - start
+    return metrics
+
+
+def run_online(policy: Policy, env, seed: int) -> dict:
+    """One simulated session per env user until every user has left or hit ``max_cycles``.
+
+    Each step the policy scores the live users' candidates, the env shows the
+    top slate, and the policy observes the feedback (agents with memory learn
+    from it). Returns click-through rate (clicks per shown slate), mean rating
+    of clicked items, mean session length (steps) and mean return per user.
+    """
+    batch = env.reset(seed=seed)
+    n = len(batch)
+    alive = np.asarray(env.alive, dtype=bool).copy()  # users with nothing left to offer start done
+    steps = np.zeros(n)
+    returns = np.zeros(n)
+    clicks, rating_sum = 0, 0.0
+    while alive.any():
+        rows = np.flatnonzero(alive)
+        shown = batch.take(rows)
+        scores = np.zeros(batch.candidates.shape, dtype=np.float64)
+        scores[rows] = policy.score(shown)
+        result = env.step(scores)
+        fb = result.feedback
+        steps[rows] += 1
+        returns[rows] += np.asarray(result.rewards, dtype=np.float64)[rows]
+        clicked = np.asarray(fb.clicked)[rows] >= 0
+        clicks += int(clicked.sum())
+        rating_sum += float(np.asarray(fb.rating, dtype=np.float64)[rows][clicked].sum())
+        policy.observe(shown, _take_feedback(fb, rows))
+        batch = result.batch
+        alive = np.asarray(result.alive, dtype=bool)
+    impressions = steps.sum()
+    return {
+        "ctr": clicks / impressions if impressions else 0.0,
+        "mean_rating": rating_sum / clicks if clicks else 0.0,
+        "session_length": float(steps.mean()),
+        "return": float(returns.mean()),
+    }
+
+
+def _take_feedback(fb, rows: np.ndarray):
+    """The feedback rows of the users that were shown a slate."""
+    return type(fb)(**{f.name: np.asarray(getattr(fb, f.name))[rows] for f in fields(fb)})
+
+
+def benchmark(cfg: RunConfig, world: World | None = None) -> tuple[list[dict], dict]:
+    """Evaluate every configured policy over every seed; returns (rows, run facts)."""
+    world = world or load_world(cfg)
+    per_policy: dict[str, list[dict]] = {name: [] for name in cfg.policies}
+    upper: dict[str, bool] = {}
+    stats: dict[str, dict] = {}
+    facts: dict = {"dataset": world.dataset.summary(), "simulator": dict(getattr(world.simulator, "fit_stats", {})), "protocol": []}
+    bar = tqdm(total=len(cfg.seeds) * len(cfg.policies), desc="benchmark", disable=not cfg.progress)
+    for seed in cfg.seeds:
+        protocol = LeaveOneOut(
+            world.dataset,
+            n_negatives=cfg.protocol.negatives,
+            n_users=cfg.protocol.users,
+            history_len=cfg.protocol.history_len,
+            positive_threshold=cfg.protocol.positive_threshold,
+            seed=seed,
+        )
+        facts["protocol"].append(protocol.summary())
+        for name in cfg.policies:
+            bar.set_postfix_str(f"seed {seed}: {name}")
+            result, policy = evaluate_policy(cfg, world, protocol, name, seed)
+            per_policy[name].append(result)
+            upper[name] = bool(policy.upper_bound)
+            stats[name] = {**policy.stats(), **{k: result[k] for k in ("fit_s", "score_s", "online_s") if k in result}}
+            bar.update()
+    bar.close()
+    rows = [aggregate(name, per_policy[name], upper[name], stats[name]) for name in cfg.policies]
+    return rows, facts
+
+
+def evaluate_policy(cfg: RunConfig, world: World, protocol: LeaveOneOut, name: str, seed: int) -> tuple[dict, Policy]:
+    """Build, fit and evaluate one policy for one seed (offline, then online)."""
+    privileged = name in cfg.privileged
+    ctx = PolicyContext(
+        dataset=world.dataset,
+        seed=seed,
+        simulator=world.simulator if privileged else None,
+        options=cfg.policy_options(name),
+    )
+    policy = make_policy(name, ctx)
+    start = time.perf_counter()
+    policy.fit(protocol.split)
+    result = {"fit_s": time.perf_counter() - start}
+    desc = f"{name} offline" if cfg.progress else None
+    result.update(run_offline(policy, protocol, cfg.protocol.batch_size, desc))
+    if cfg.online.enabled:
+        start = time.perf_counter()
+        result.update(run_online(policy, make_env(cfg, world), seed))
+        result["online_s"] = time.perf_counter() - start
+    return result, policy
+
+
+def make_env(cfg: RunConfig, world: World):
+    """The batched env over the run's world (same item indices as the protocol)."""
+    from starec_env.batched import BatchedEnv
+
+    return BatchedEnv(env_config(cfg, world), simulator=world.simulator)

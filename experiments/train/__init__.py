@@ -1,0 +1,1 @@
+"""Anchored reinforcement training: distillation warm start (SFT) + GRPO in the simulator."""

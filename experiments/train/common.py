@@ -1,0 +1,179 @@
+"""Shared training plumbing: CSV logs, trainer arguments, checkpoints, saving.
+
+TRL's defaults (bf16, gradient checkpointing) are wrong for a CPU: bf16 is
+~50x slower than fp32 without AVX-512/AMX and checkpointing only trades
+speed for memory we have. Both trainers get their common arguments here.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+from experiments.train.config import TrainConfig
+
+#: Files that make a saved folder loadable as a model.
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "adapter_model.safetensors")
+
+
+class CheckpointError(RuntimeError):
+    """A model folder or checkpoint is missing or unusable (names the folder and what is wrong)."""
+
+
+class CSVLogger(TrainerCallback):
+    """Appends every trainer log (loss, each reward term, KL, ...) to a CSV.
+
+    On (re)start, rows logged after the step being resumed from are dropped
+    (they will be replayed), so a resumed run keeps one continuous file. The
+    header grows when a new metric appears; every write is atomic.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.rows: list[dict] = []
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.rows = [r for r in read_csv(self.path) if float(r.get("step", 0)) <= state.global_step]
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+        if not logs or not state.is_world_process_zero:
+            return
+        self.rows.append({"step": state.global_step, **{k: v for k, v in logs.items() if isinstance(v, (int, float))}})
+        columns: list[str] = []
+        for r in self.rows:
+            columns.extend(k for k in r if k not in columns)
+        write_atomic(self.path, lambda fh: _write_rows(fh, columns, self.rows))
+
+
+def _write_rows(fh: Any, columns: list[str], rows: list[dict]) -> None:
+    writer = csv.DictWriter(fh, fieldnames=columns)
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({k: r.get(k, "") for k in columns})
+
+
+def read_csv(path: Path) -> list[dict]:
+    if not Path(path).exists():
+        return []
+    with open(path, newline="") as fh:
+        return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
+
+
+def write_atomic(path: Path, write: Any, mode: str = "w") -> None:
+    """Write through a temp file in the same folder, then ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, mode, newline="" if "b" not in mode else None) as fh:
+            write(fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_atomic(path, lambda fh: json.dump(data, fh, indent=2, default=str))
+
+
+def use_cpu(cfg: TrainConfig) -> bool:
+    if cfg.device == "auto":
+        return not torch.cuda.is_available()
+    return cfg.device == "cpu"
+
+
+def trainer_kwargs(cfg: TrainConfig, output_dir: Path, save_steps: int) -> dict:
+    """Arguments both TRL configs share (CPU-safe precision, logging, saving)."""
+    cpu = use_cpu(cfg)
+    bf16 = (not cpu) and cfg.model.dtype in (None, "bfloat16")
+    return dict(
+        output_dir=str(output_dir),
+        use_cpu=cpu,
+        bf16=bf16,
+        fp16=False,
+        gradient_checkpointing=False,
+        activation_checkpointing=False,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=max(1, save_steps),
+        save_total_limit=2,
+        report_to=["tensorboard"],
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+
+
+def last_checkpoint(output_dir: Path) -> str | None:
+    """The newest usable ``checkpoint-N`` folder, or None for a fresh run.
+
+    A checkpoint without its trainer state or weights (a run killed while
+    saving) is an error naming the folder, rather than a resume that
+    silently restarts from scratch or a deep traceback.
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if not Path(output_dir).is_dir():
+        return None
+    last = get_last_checkpoint(str(output_dir))
+    if last is None:
+        return None
+    if not (Path(last) / "trainer_state.json").exists():
+        raise CheckpointError(
+            f"checkpoint {last} has no trainer_state.json (interrupted while saving?); "
+            f"delete that folder to resume from the previous checkpoint"
+        )
+    check_model_dir(Path(last), what="checkpoint")
+    return last
+
+
+def check_model_dir(path: Path, what: str = "model folder") -> Path:
+    """Fail early and clearly when ``path`` is not a loadable saved model."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"{what} {path} does not exist; run the stage that produces it first")
+    if not (path / "config.json").exists() and not (path / "adapter_config.json").exists():
+        raise CheckpointError(f"{what} {path} has no config.json: not a saved model")
+    weights = [f for f in _WEIGHT_FILES if (path / f).exists()]
+    if not weights:
+        raise CheckpointError(f"{what} {path} has no weights (expected one of {list(_WEIGHT_FILES)})")
+    if (path / "model.safetensors").exists():
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path / "model.safetensors"), framework="pt") as fh:
+                fh.keys()
+        except Exception as exc:  # safetensors raises several types for a damaged file
+            raise CheckpointError(f"{what} {path}: model.safetensors is corrupt ({exc})") from None
+    return path
+
+
+def save_model_atomic(model: Any, tokenizer: Any, target: Path) -> Path:
+    """Save model + tokenizer to a temp folder, then swap it into place."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        old = None
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target

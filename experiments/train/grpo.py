@@ -1,0 +1,98 @@
+"""Stage 2 training: GRPO in the simulator with TRL's GRPOTrainer.
+
+The policy starts from a *saved folder* (the SFT model, or the base model
+for the RL-only ablation): with ``beta > 0`` TRL rebuilds the reference
+model from ``config._name_or_path``, so that path must be the anchor. Each
+reward term is its own reward function (TRL logs ``rewards/<term>/mean``)
+with its weight from the config.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from experiments.train.common import CSVLogger, check_model_dir, last_checkpoint, save_model_atomic, trainer_kwargs, use_cpu
+from experiments.train.config import TrainConfig
+
+
+def grpo_args(cfg: TrainConfig, output_dir: Path, weights: list[float]) -> Any:
+    """GRPOConfig for one step = ``prompts_per_step`` prompts x ``num_generations`` completions."""
+    from trl import GRPOConfig
+
+    r = cfg.rl
+    dtype = "float32" if use_cpu(cfg) else (cfg.model.dtype or "bfloat16")
+    return GRPOConfig(
+        **trainer_kwargs(cfg, output_dir, r.save_steps),
+        per_device_train_batch_size=r.num_generations,
+        gradient_accumulation_steps=r.prompts_per_step,
+        num_generations=r.num_generations,
+        max_completion_length=r.max_completion_length,
+        learning_rate=r.learning_rate,
+        beta=r.beta,
+        temperature=r.temperature,
+        max_steps=r.steps,
+        reward_weights=weights,
+        shuffle_dataset=False,
+        model_init_kwargs={"dtype": dtype},
+        log_completions=False,
+    )
+
+
+def train_grpo(
+    cfg: TrainConfig,
+    start: Path,
+    train_ds: Any,
+    reward_funcs: list[Callable],
+    weights: list[float],
+    out_dir: Path,
+    on_trainer: Callable[[Any], None] | None = None,
+) -> dict:
+    """Run GRPO from the saved model at ``start``; save to ``out_dir/model``.
+
+    ``train_ds`` is usually an ``IterableDataset`` streaming prompts from the
+    live simulation. ``on_trainer`` is called with the trainer before
+    training (the memory reward binds its follow-up ranker to the policy
+    there). Interrupted runs resume from the newest checkpoint, including
+    the position in the prompt stream (TRL replays the seeded stream).
+    """
+    from trl import GRPOTrainer
+
+    out_dir = Path(out_dir)
+    start = check_model_dir(Path(start), what="GRPO start model")
+    args = grpo_args(cfg, out_dir / "checkpoints", weights)
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(start))
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    trainer = GRPOTrainer(
+        model=str(start),
+        reward_funcs=reward_funcs,
+        args=args,
+        train_dataset=train_ds,
+        processing_class=tokenizer,
+        callbacks=[CSVLogger(out_dir / "metrics.csv")],
+    )
+    if on_trainer is not None:
+        on_trainer(trainer)
+    resume = last_checkpoint(out_dir / "checkpoints")
+    began = time.perf_counter()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)  # generation sampling draws from the global RNG inside TRL; keep it local
+        trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - began
+    save_model_atomic(trainer.model, tokenizer, out_dir / "model")
+    history = [h for h in trainer.state.log_history if "reward" in h]
+    return {
+        "steps": int(trainer.state.global_step),
+        "seconds": round(seconds, 2),
+        "resumed_from": resume,
+        "start": str(start),
+        "beta": cfg.rl.beta,
+        "first_reward": history[0]["reward"] if history else None,
+        "last_reward": history[-1]["reward"] if history else None,
+    }

@@ -1,0 +1,15 @@
+"""LLM user agents (STARec): models, batched backend, memory, prompts, agents.
+
+Submodules are imported on demand (``policies.llm.agents`` pulls in torch
+and transformers; ``policies.llm.prompts`` does not):
+
+* :mod:`policies.llm.models` - ``load_model(name)`` for "smollm2-135m",
+  "tiny", a local folder or a hub id;
+* :mod:`policies.llm.backend` - batched generation / scoring with cost
+  accounting;
+* :mod:`policies.llm.memory` - bounded per-user text memory;
+* :mod:`policies.llm.agents` - ``llmrank`` and the ``starec*`` policies;
+* :mod:`policies.llm.prompts`, :mod:`policies.llm.parsing`,
+  :mod:`policies.llm.evidence`, :mod:`policies.llm.teachers` - prompt
+  templates, robust parsing, collaborative evidence, distillation teachers.
+"""

@@ -1,0 +1,274 @@
+"""Batched, accounted inference for the LLM agents.
+
+Two ways to get a ranking out of a model:
+
+* :meth:`LLMBackend.generate` - batched chat generation (prompts padded on
+  the left, one prefill then one token per step through the KV cache, greedy
+  or sampled from an explicit ``torch.Generator``);
+* :meth:`LLMBackend.score_options` - no generation at all: one batched
+  forward pass gives the log-likelihood of each candidate identifier as the
+  next thing the model would write. This is what makes an LLM agent cheap
+  enough for simulations with many users.
+
+Every call is accounted (sequences, batches, prompt/completion tokens,
+seconds) per agent and per mode, because the cost of thinking is one of the
+things STARec measures.
+"""
+from __future__ import annotations
+
+import inspect
+import time
+from collections import defaultdict
+from typing import Sequence
+
+import numpy as np
+import torch
+
+Messages = list[dict[str, str]]
+
+_COUNTERS = ("calls", "batches", "prompt_tokens", "completion_tokens", "seconds", "truncated_prompts")
+
+
+class LLMBackend:
+    """A loaded model + tokenizer with batched generation, scoring and accounting.
+
+    ``batch_size`` bounds how many sequences share one forward pass;
+    ``max_prompt_tokens`` (default: the model's context minus room to answer)
+    bounds prompts, which are cut on the left when longer (and counted).
+    """
+
+    def __init__(self, model, tokenizer, *, batch_size: int = 16, max_prompt_tokens: int | None = None):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        context = getattr(model.config, "max_position_embeddings", 2048)
+        self.max_prompt_tokens = max_prompt_tokens or max(64, context - 512)
+        self.device = next(model.parameters()).device
+        self.name = getattr(model, "name_or_alias", getattr(model.config, "_name_or_path", "model"))
+        eos = model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, (list, tuple)) else [eos]
+        self.stop_ids = sorted({int(e) for e in eos if e is not None} | {int(tokenizer.eos_token_id)})
+        self.pad_id = int(tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self.stop_ids[0])
+        self._stats: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: dict.fromkeys(_COUNTERS, 0))
+        # transformers renamed ``past_key_values`` to ``cache`` (5.x); use what this version takes.
+        self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    def _forward(self, cache, **inputs):
+        """Model forward through (and filling) ``cache``; returns the logits."""
+        return self.model(**inputs, **{self._cache_kw: cache}, use_cache=True).logits
+
+    # ------------------------------------------------------------------ text
+    def prompt_text(self, messages: Messages, prefix: str = "") -> str:
+        """The chat rendered with the model's template, assistant turn opened,
+        followed by ``prefix`` (text the answer is forced to start with)."""
+        if getattr(self.tokenizer, "chat_template", None):
+            text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        else:
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages) + "assistant: "
+        return text + prefix
+
+    def _encode(self, texts: Sequence[str]) -> tuple[list[list[int]], int]:
+        ids = self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        cut = [len(x) > self.max_prompt_tokens for x in ids]
+        return [x[-self.max_prompt_tokens :] for x in ids], sum(cut)
+
+    def _left_pad(self, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(s) for s in seqs)
+        ids = torch.full((len(seqs), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for row, s in enumerate(seqs):
+            if s:
+                ids[row, width - len(s) :] = torch.tensor(s, dtype=torch.long)
+                mask[row, width - len(s) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _chunks(self, seqs: Sequence[Sequence[int]]):
+        """Batches of similar length (less padding), as index arrays."""
+        order = np.argsort([len(s) for s in seqs], kind="stable")
+        for lo in range(0, len(order), self.batch_size):
+            yield order[lo : lo + self.batch_size]
+
+    def _prefill(self, seqs: Sequence[Sequence[int]]):
+        """One forward pass over left-padded prompts; returns the cache, the
+        next-token log-probabilities (B, V), the attention mask and positions."""
+        from transformers import DynamicCache
+
+        ids, mask = self._left_pad(seqs)
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        cache = DynamicCache(config=self.model.config)
+        logits = self._forward(cache, input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)
+        return cache, torch.log_softmax(logits[:, -1].float(), -1), mask, pos[:, -1:]
+
+    # ------------------------------------------------------------ generation
+    @torch.inference_mode()
+    def generate(
+        self,
+        chats: Sequence[Messages],
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+        prefix: str = "",
+        agent: str = "default",
+        mode: str = "fast",
+    ) -> list[str]:
+        """Answer every chat; returns ``prefix`` + the generated text per chat.
+
+        Greedy when ``temperature`` is 0, otherwise nucleus sampling whose
+        only source of randomness is ``generator`` (required then).
+        """
+        if temperature > 0 and generator is None:
+            raise ValueError("sampling (temperature > 0) needs an explicit torch.Generator for reproducibility")
+        start = time.perf_counter()
+        seqs, truncated = self._encode([self.prompt_text(c, prefix) for c in chats])
+        outputs: list[list[int]] = [[] for _ in seqs]
+        for rows in self._chunks(seqs):
+            generated = self._generate_batch([seqs[r] for r in rows], max_new_tokens, temperature, top_p, generator)
+            for r, toks in zip(rows, generated):
+                outputs[r] = toks
+        texts = [prefix + self.tokenizer.decode(o, skip_special_tokens=True) for o in outputs]
+        self._account(agent, mode, seqs, sum(map(len, outputs)), start, truncated)
+        return texts
+
+    def _generate_batch(self, seqs, max_new_tokens, temperature, top_p, generator) -> list[list[int]]:
+        cache, logp, mask, pos = self._prefill(seqs)
+        stop = torch.tensor(self.stop_ids, device=self.device)
+        done = torch.zeros(len(seqs), dtype=torch.bool, device=self.device)
+        tokens = []
+        for step in range(max_new_tokens):
+            nxt = self._pick(logp, temperature, top_p, generator)
+            nxt = torch.where(done, torch.full_like(nxt, self.pad_id), nxt)
+            tokens.append(nxt)
+            done |= torch.isin(nxt, stop)
+            if bool(done.all()) or step == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            pos = pos + 1
+            logits = self._forward(cache, input_ids=nxt[:, None], attention_mask=mask, position_ids=pos)
+            logp = torch.log_softmax(logits[:, -1].float(), -1)
+        result = []
+        steps = torch.stack(tokens, dim=1).tolist() if tokens else [[] for _ in seqs]
+        for row in steps:
+            cut = next((i for i, t in enumerate(row) if t in self.stop_ids), len(row))
+            result.append(row[:cut])
+        return result
+
+    @staticmethod
+    def _pick(logp: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None) -> torch.Tensor:
+        if temperature <= 0:
+            return logp.argmax(-1)
+        probs = torch.softmax(logp / temperature, -1)
+        if top_p < 1.0:
+            sorted_p, idx = probs.sort(-1, descending=True)
+            keep = sorted_p.cumsum(-1) - sorted_p < top_p
+            probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p * keep)
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+    # --------------------------------------------------------------- scoring
+    @torch.inference_mode()
+    def score_options(
+        self,
+        chats: Sequence[Messages],
+        options: Sequence[Sequence[str]],
+        *,
+        prefix: str = "",
+        agent: str = "default",
+        mode: str = "score",
+    ) -> list[np.ndarray]:
+        """Log-likelihood of each option written right after ``prefix``.
+
+        ``options[b]`` are the continuations to compare for chat ``b`` (e.g.
+        " A", " B", ...). Single-token options cost one forward pass over the
+        prompts; longer ones reuse the prompt's KV cache for a second, short
+        pass over all options at once.
+        """
+        if len(options) != len(chats):
+            raise ValueError(f"{len(chats)} chats but {len(options)} option lists")
+        start = time.perf_counter()
+        seqs, truncated = self._encode([self.prompt_text(c, prefix) for c in chats])
+        opt_ids = [self.tokenizer(list(o), add_special_tokens=False)["input_ids"] if len(o) else [] for o in options]
+        result: list[np.ndarray] = [np.zeros(0)] * len(seqs)
+        for rows in self._chunks(seqs):
+            cache, logp, mask, pos = self._prefill([seqs[r] for r in rows])
+            batch_opts = [opt_ids[r] for r in rows]
+            if all(len(t) == 1 for o in batch_opts for t in o):
+                scores = [logp[i, [t[0] for t in o]].cpu().numpy() for i, o in enumerate(batch_opts)]
+            else:
+                scores = self._score_long(cache, logp, mask, pos, batch_opts)
+            for r, s in zip(rows, scores):
+                result[r] = s.astype(np.float64)
+        self._account(agent, mode, seqs, 0, start, truncated)
+        return result
+
+    def _score_long(self, cache, logp, mask, pos, batch_opts) -> list[np.ndarray]:
+        """Sum of token log-probs of multi-token options, all rows at once."""
+        n_opt = max(len(o) for o in batch_opts)
+        width = max((len(t) for o in batch_opts for t in o), default=1)
+        rows = len(batch_opts)
+        ids = torch.full((rows * n_opt, width), self.pad_id, dtype=torch.long)
+        valid = torch.zeros((rows * n_opt, width), dtype=torch.bool)
+        for i, opts in enumerate(batch_opts):
+            for j, toks in enumerate(opts):
+                ids[i * n_opt + j, : len(toks)] = torch.tensor(toks)
+                valid[i * n_opt + j, : len(toks)] = True
+        ids, valid = ids.to(self.device), valid.to(self.device)
+        first = logp.repeat_interleave(n_opt, 0).gather(1, ids[:, :1]).squeeze(1)
+        total = first
+        if width > 1:
+            cache.batch_repeat_interleave(n_opt)
+            mask = torch.cat([mask.repeat_interleave(n_opt, 0), valid.long()], dim=1)
+            positions = pos.repeat_interleave(n_opt, 0) + torch.arange(1, width + 1, device=self.device)
+            logits = self._forward(cache, input_ids=ids, attention_mask=mask, position_ids=positions)
+            follow = torch.log_softmax(logits[:, :-1].float(), -1).gather(2, ids[:, 1:, None]).squeeze(2)
+            total = total + (follow * valid[:, 1:]).sum(1)
+        total = total.view(rows, n_opt).cpu().numpy()
+        return [total[i, : len(o)] for i, o in enumerate(batch_opts)]
+
+    # ------------------------------------------------------------ accounting
+    def _account(self, agent: str, mode: str, seqs, completion_tokens: int, start: float, truncated: int) -> None:
+        entry = self._stats[(agent, mode)]
+        entry["calls"] += len(seqs)
+        entry["batches"] += -(-len(seqs) // self.batch_size)
+        entry["prompt_tokens"] += sum(map(len, seqs))
+        entry["completion_tokens"] += completion_tokens
+        entry["seconds"] += time.perf_counter() - start
+        entry["truncated_prompts"] += truncated
+
+    def stats(self, agent: str | None = None) -> dict[str, float]:
+        """Flat cost counters: ``<mode>_<counter>`` per mode plus ``llm_<counter>``
+        totals, for one agent (``agent``) or for all agents sharing this backend."""
+        out: dict[str, float] = {}
+        for (who, mode), entry in sorted(self._stats.items()):
+            if agent is not None and who != agent:
+                continue
+            for key, value in entry.items():
+                out[f"{mode}_{key}"] = out.get(f"{mode}_{key}", 0) + value
+                out[f"llm_{key}"] = out.get(f"llm_{key}", 0) + value
+        return out
+
+    def reset_stats(self) -> None:
+        self._stats.clear()
+
+
+_BACKENDS: dict[tuple, LLMBackend] = {}
+
+
+def get_backend(
+    name: str,
+    *,
+    dtype: str | torch.dtype | None = None,
+    threads: int | None = None,
+    device: str | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+) -> LLMBackend:
+    """A shared backend per model name, so several agents in one run load the
+    model once (their costs stay apart through the ``agent`` label)."""
+    from policies.llm.models import TINY, load_model
+
+    key = (name, str(dtype), device, batch_size, seed if name == TINY else 0)  # only tiny's weights are seeded
+    if key not in _BACKENDS:
+        model, tokenizer = load_model(name, dtype=dtype, threads=threads, device=device, seed=seed)
+        _BACKENDS[key] = LLMBackend(model, tokenizer, batch_size=batch_size)
+    return _BACKENDS[key]

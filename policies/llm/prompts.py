@@ -1,0 +1,229 @@
+"""Chat prompts for the LLM agents, rendered from Jinja2 templates.
+
+The wording lives in ``policies/llm/templates/*.j2`` (shipped as package
+data) so it can be read, diffed and ablated without touching code. Every
+renderer returns chat messages (``[{"role": ..., "content": ...}]``) built from
+the environment's text view (``starec_env.text.AgentTextView``: ``profile``
+dict, ``history`` of ``(title, genres, year, rating)``, ``candidates`` of
+``(title, genres, year)``). Candidates are named by short identifiers from
+:func:`candidate_ids` so that answers are cheap to generate and unambiguous to
+parse (see :mod:`policies.llm.parsing`).
+"""
+from __future__ import annotations
+
+import string
+from dataclasses import dataclass, fields
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal, Protocol, Sequence, TypeVar
+
+import jinja2
+
+TEMPLATE_DIR = Path(__file__).with_name("templates")
+
+Messages = list[dict[str, str]]
+T = TypeVar("T")
+
+
+class TextView(Protocol):
+    """What the prompts read from ``starec_env.text.AgentTextView``."""
+
+    profile: dict
+    history: Sequence[tuple]
+    candidates: Sequence[tuple]
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """Prompt settings, loadable from a TOML table.
+
+    ``max_history`` bounds the prompt: a 135M model degrades fast on long
+    contexts, and the most recent items carry most of the signal.
+    ``descriptions`` adds each candidate's one-line description (when the
+    view has them) at the cost of a longer prompt.
+    """
+
+    max_history: int = 20
+    noun: str = "movie"
+    descriptions: bool = False
+    reflect_top: int = 5
+    max_words: int = 60
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PromptConfig":
+        return config_from_dict(cls, data, "prompt")
+
+
+def config_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
+    """Build config dataclass ``cls`` from a TOML table, rejecting unknown keys
+    by name (a typo must not silently fall back to a default). Lists become
+    tuples so configs stay hashable."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} option(s) {unknown}; expected some of {sorted(known)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def candidate_ids(n: int) -> list[str]:
+    """Short identifiers for ``n`` candidates: "A".."Z", then "A1".."Z1", "A2"...
+
+    Single tokens for the usual 20 candidates; letter+digit beyond 26 keeps
+    every id distinct and free of separators.
+    """
+    if n < 0:
+        raise ValueError(f"number of candidates must be >= 0, got {n}")
+    letters = string.ascii_uppercase
+    return [letters[i % 26] + (str(i // 26) if i >= 26 else "") for i in range(n)]
+
+
+@lru_cache(maxsize=1)
+def _environment() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATE_DIR),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
+    )
+
+
+def template_module(name: str, **variables: Any) -> Any:
+    """The rendered module of ``templates/<name>.j2``: its top-level ``set``
+    blocks and macros as attributes."""
+    return _environment().get_template(f"{name}.j2").make_module(variables)
+
+
+def render_template(name: str, **variables: Any) -> Messages:
+    """Render ``templates/<name>.j2`` into chat messages.
+
+    A template exports its messages as top-level ``{% set system %}`` /
+    ``{% set user %}`` blocks; absent roles are skipped.
+    """
+    module = template_module(name, **variables)
+    messages = []
+    for role in ("system", "user"):
+        content = getattr(module, role, None)
+        if content is not None:
+            messages.append({"role": role, "content": str(content).strip()})
+    return messages
+
+
+def preference_of(memory: Any) -> str:
+    """The preference description held by ``memory``.
+
+    Accepts ``None``, a plain string, or any memory object with a
+    ``preference`` attribute (``policies.llm.memory``), so prompts do not
+    depend on the memory class.
+    """
+    if memory is None:
+        return ""
+    if isinstance(memory, str):
+        return memory
+    return str(getattr(memory, "preference", "") or "")
+
+
+def _common(view: TextView, config: PromptConfig | None) -> dict[str, Any]:
+    config = config or PromptConfig()
+    history = list(view.history)[-config.max_history :] if config.max_history > 0 else []
+    descriptions = list(getattr(view, "candidate_descriptions", None) or []) if config.descriptions else []
+    return {
+        "view": view,
+        "history": history,
+        "descriptions": descriptions,
+        "ids": candidate_ids(len(view.candidates)),
+        "noun": config.noun,
+    }
+
+
+def _check_evidence(view: TextView, evidence: Sequence[str] | None) -> list[str] | None:
+    if evidence is None:
+        return None
+    if len(evidence) != len(view.candidates):
+        raise ValueError(f"evidence has {len(evidence)} lines but the view has {len(view.candidates)} candidates")
+    return list(evidence)
+
+
+def render_rank_prompt(
+    view: TextView,
+    memory: Any = None,
+    *,
+    mode: Literal["fast", "slow"] = "fast",
+    evidence: Sequence[str] | None = None,
+    config: PromptConfig | None = None,
+) -> Messages:
+    """Ranking prompt: ``fast`` asks for a bare ``Ranking: A > B > ...`` line,
+    ``slow`` for ``<think>...</think>`` then a numbered list with reasons.
+
+    ``evidence`` is one line per candidate (:mod:`policies.llm.evidence`), or
+    ``None`` for the no-evidence ablation.
+    """
+    if mode not in ("fast", "slow"):
+        raise ValueError(f"mode must be 'fast' or 'slow', got {mode!r}")
+    return render_template(
+        f"rank_{mode}",
+        preference=preference_of(memory),
+        evidence=_check_evidence(view, evidence),
+        **_common(view, config),
+    )
+
+
+def render_llmrank_prompt(view: TextView, *, config: PromptConfig | None = None) -> Messages:
+    """Zero-shot LLMRank-style prompt: history and candidates only (no memory,
+    no profile, no evidence), the baseline the STARec agent is compared with."""
+    return render_template("llmrank", **_common(view, config))
+
+
+def render_reflect_prompt(
+    view: TextView,
+    memory: Any,
+    *,
+    predicted: Sequence[int],
+    chosen: int | None,
+    rating: float | None = None,
+    config: PromptConfig | None = None,
+) -> Messages:
+    """Slow-thinking memory update prompt.
+
+    ``predicted`` are candidate indices in the agent's own order (the top
+    ``config.reflect_top`` are shown), ``chosen`` the candidate index the user
+    actually picked (``None``: no click) and ``rating`` the rating given. The
+    answer is ``<think>`` analysis then ``<preference>...</preference>``.
+    """
+    config = config or PromptConfig()
+    n = len(view.candidates)
+    predicted = [int(i) for i in predicted]
+    bad = [i for i in predicted if not 0 <= i < n]
+    if bad or (chosen is not None and not 0 <= chosen < n):
+        raise ValueError(f"candidate indices must be in [0, {n}); got predicted={bad} chosen={chosen}")
+    chosen_rank = predicted.index(chosen) + 1 if chosen in predicted else None
+    return render_template(
+        "reflect",
+        preference=preference_of(memory),
+        predicted=predicted[: config.reflect_top],
+        chosen=chosen,
+        chosen_rank=chosen_rank,
+        rating=rating,
+        max_words=config.max_words,
+        **_common(view, config),
+    )
+
+
+def render_rethink_prompt(
+    problems: Sequence[str],
+    *,
+    n_candidates: int,
+    missing: Sequence[str] = (),
+    target_id: str | None = None,
+    target_rank: int | None = None,
+) -> Messages:
+    """Targeted feedback for a teacher trace that failed the distillation
+    filter; appended after the teacher's own answer so it can rethink."""
+    return render_template(
+        "rethink",
+        problems=list(problems),
+        n_candidates=n_candidates,
+        missing=list(missing),
+        target_id=target_id,
+        target_rank=target_rank,
+    )

@@ -1,0 +1,49 @@
+"""The oracle: ranks by the simulator's ground truth.
+
+It reads what ordinary agents never see, so it is an upper bound for
+reference (``upper_bound=True``, labelled so in every report), not a policy
+anyone could deploy.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from policies.base import Policy, PolicyContext
+from starec_env.types import RankingBatch
+
+RANK_BY = ("choice", "utility")
+
+
+class OraclePolicy(Policy):
+    """Scores = the simulator's truth for each candidate.
+
+    ``rank_by="choice"`` (default) uses the logit the simulated user picks by
+    (utility over temperature plus item awareness, before position bias), the
+    ranking that maximises the chance of a click; ``"utility"`` uses the
+    preference alone, ignoring that users favour items they know.
+    """
+
+    upper_bound = True
+
+    def __init__(self, simulator, rank_by: str = "choice") -> None:
+        if rank_by not in RANK_BY:
+            raise ValueError(f"oracle rank_by: expected one of {RANK_BY}, got {rank_by!r}")
+        self.simulator = simulator
+        self.rank_by = rank_by
+
+    def score(self, batch: RankingBatch) -> np.ndarray:
+        utility = np.asarray(self.simulator.utility(batch.users, batch.candidates), dtype=np.float64)
+        if self.rank_by == "utility":
+            return utility
+        resp = self.simulator.response
+        appeal = resp.popularity_weight * np.asarray(resp.log_exposure, dtype=np.float64)
+        return utility / resp.temperature + appeal[batch.candidates]
+
+
+def make_oracle(ctx: PolicyContext) -> Policy:
+    if ctx.simulator is None:
+        raise ValueError(
+            "the oracle ranks by the simulator's truth, but PolicyContext.simulator is None; "
+            "build it through the experiments runner (which hands it the simulator) or pass one"
+        )
+    return OraclePolicy(ctx.simulator, str(ctx.options.get("rank_by", "choice")))

@@ -1,0 +1,63 @@
+"""Policy names, as used by ``--policies``, mapped to their factories.
+
+Factories are imported lazily so that naming ``pop`` never imports torch or
+transformers. A factory is any callable ``(PolicyContext) -> Policy``; user
+code can add its own with :func:`register`.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+from policies.base import Policy, PolicyContext
+
+Factory = Callable[[PolicyContext], Policy]
+
+_FACTORIES: dict[str, str | Factory] = {
+    "random": "policies.rule_based:make_random",
+    "pop": "policies.rule_based:make_popularity",
+    "genre": "policies.rule_based:make_genre",
+    "itemknn": "policies.rule_based:make_itemknn",
+    "bpr": "policies.bpr:make_bpr_sample",
+    "bpr-sample": "policies.bpr:make_bpr_sample",
+    "bpr-full": "policies.bpr:make_bpr_full",
+    "oracle": "policies.oracle:make_oracle",
+    "gru4rec": "policies.sequential:make_gru4rec_sample",
+    "gru4rec-sample": "policies.sequential:make_gru4rec_sample",
+    "gru4rec-full": "policies.sequential:make_gru4rec_full",
+    "sasrec": "policies.sequential:make_sasrec_sample",
+    "sasrec-sample": "policies.sequential:make_sasrec_sample",
+    "sasrec-full": "policies.sequential:make_sasrec_full",
+    "llmrank": "policies.llm.agents:make_llmrank",
+    "starec": "policies.llm.agents:make_starec",
+    "starec-fast": "policies.llm.agents:make_starec_fast",
+    "starec-slow": "policies.llm.agents:make_starec_slow",
+    "starec-adaptive": "policies.llm.agents:make_starec_adaptive",
+    "agentcf": "policies.llm.agentcf:make_agentcf",
+}
+
+#: What ``python -m experiments.run`` benchmarks when no policy is named.
+DEFAULT_POLICIES = ("random", "pop", "genre", "itemknn", "bpr", "oracle")
+
+
+def register(name: str, factory: Factory) -> None:
+    """Make a user-defined policy selectable by name."""
+    _FACTORIES[name] = factory
+
+
+def available() -> list[str]:
+    return sorted(_FACTORIES)
+
+
+def make_policy(name: str, ctx: PolicyContext) -> Policy:
+    """Build the policy called ``name``; unknown names list the known ones."""
+    try:
+        target = _FACTORIES[name]
+    except KeyError:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(available())}") from None
+    if isinstance(target, str):
+        module, attr = target.split(":")
+        target = getattr(importlib.import_module(module), attr)
+    policy = target(ctx)
+    policy.name = name
+    return policy

@@ -1,0 +1,167 @@
+"""Reward shaping: the memory-update reward and weighted composition from config.
+
+GRPO gets one callable per term plus a weight list (TRL sums them and logs
+each term on its own); :class:`ShapedReward` does the same sum in plain
+Python for evaluation and for code outside TRL.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from reward.ranking import (
+    ABSENT_REWARD,
+    PAPER_TIERS,
+    FeedbackReward,
+    FormatReward,
+    NDCGReward,
+    Parser,
+    RankTierReward,
+    Responder,
+    completion_text,
+    order_to_scores,
+    tier_rewards,
+)
+from starec_env.metrics import ndcg_graded
+
+#: ``(row indices, new preference descriptions, columns) -> orders`` over each row's follow-up candidates.
+FollowupRanker = Callable[[list[int], list[str], dict], list[list[int]]]
+
+
+def default_reflection_parser() -> Callable[[str], Any]:
+    from policies.llm.parsing import parse_reflection
+
+    return parse_reflection
+
+
+class MemoryAlignmentReward:
+    """The paper's memory-update reward for slow thinking.
+
+    The description a slow-mode completion writes is used at once in a
+    follow-up ranking of that row's next candidate list (the row's
+    ``candidate_ids`` / ``target`` / ``utilities`` columns describe the
+    follow-up); the ranking's tier reward (or NDCG) scores the update. So a
+    reflection is rewarded exactly when it makes the next decision better.
+    ``rank`` is usually the policy being trained, ranking by its cheap
+    scoring path.
+    """
+
+    __name__ = "memory"
+    mode = "slow"
+
+    def __init__(self, rank: FollowupRanker, metric: str = "tier", k: int = 10, parse: Callable[[str], Any] | None = None) -> None:
+        if metric not in ("tier", "ndcg"):
+            raise ValueError(f"memory reward metric must be 'tier' or 'ndcg', got {metric!r}")
+        self.rank = rank
+        self.metric = metric
+        self.k = k
+        self._parse = parse
+
+    def __call__(self, prompts: list, completions: list, candidate_ids: list, mode: list | None = None, **columns: Any) -> list[float | None]:
+        rows = [i for i in range(len(completions)) if mode is None or mode[i] == self.mode]
+        out: list[float | None] = [None] * len(completions)
+        if not rows:
+            return out
+        if self._parse is None:
+            self._parse = default_reflection_parser()
+        memories = [self._parse(completion_text(completions[i])).preference for i in rows]
+        orders = self.rank(rows, memories, {**columns, "candidate_ids": candidate_ids})
+        for i, order in zip(rows, orders):
+            if self.metric == "tier":
+                target = int(columns["target"][i])
+                rank = list(order).index(target) if target in order else -1
+                out[i] = float(tier_rewards(np.array([rank]))[0])
+            else:
+                util = np.asarray(columns["utilities"][i], dtype=np.float64)
+                out[i] = float(ndcg_graded(order_to_scores(order, len(util))[None], util[None], self.k)[0])
+        return out
+
+
+@dataclass
+class RewardConfig:
+    """Weights of each reward term (0 drops the term) and their settings."""
+
+    rank_tier: float = 1.0
+    ndcg: float = 0.5
+    feedback: float = 0.0
+    format: float = 0.2
+    memory: float = 1.0
+    ndcg_k: int = 10
+    length_budget: int = 256
+    length_penalty: float = 0.5
+    slate_size: int = 5
+    memory_metric: str = "tier"
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "reward") -> "RewardConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"[{where}] unknown key(s) {unknown}; expected some of {sorted(known)}")
+        return cls(**data)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def build_reward_funcs(
+    cfg: RewardConfig,
+    *,
+    parse: Parser | None = None,
+    followup_ranker: FollowupRanker | None = None,
+    respond: Responder | None = None,
+    seed: int = 0,
+) -> tuple[list[Callable], list[float]]:
+    """Reward callables and weights for ``GRPOTrainer(reward_funcs=..., args.reward_weights=...)``.
+
+    Terms with weight 0 are left out. The feedback term needs a simulator
+    ``respond`` function and the memory term a ``followup_ranker``; asking for
+    them without one is a configuration error, reported as such.
+    """
+    funcs: list[Callable] = []
+    weights: list[float] = []
+
+    def add(weight: float, make: Callable[[], Callable]) -> None:
+        if weight:
+            funcs.append(make())
+            weights.append(float(weight))
+
+    add(cfg.rank_tier, lambda: RankTierReward(parse, PAPER_TIERS, ABSENT_REWARD))
+    add(cfg.ndcg, lambda: NDCGReward(parse, k=cfg.ndcg_k))
+    if cfg.feedback and respond is None:
+        raise ValueError("reward.feedback > 0 needs a simulator to answer the slates (respond=...)")
+    add(cfg.feedback, lambda: FeedbackReward(respond, parse, slate_size=cfg.slate_size, seed=seed))
+    add(cfg.format, lambda: FormatReward(parse, budget=cfg.length_budget, penalty=cfg.length_penalty))
+    if cfg.memory and followup_ranker is None:
+        raise ValueError("reward.memory > 0 needs a follow-up ranker for the rewritten descriptions")
+    add(cfg.memory, lambda: MemoryAlignmentReward(followup_ranker, metric=cfg.memory_metric, k=cfg.ndcg_k))
+    if not funcs:
+        raise ValueError("every reward weight is 0: nothing to train on")
+    return funcs, weights
+
+
+class ShapedReward:
+    """Weighted sum of reward terms, with each term kept for logging.
+
+    ``None`` terms (not applicable to a row) are skipped, like TRL's nansum.
+    """
+
+    __name__ = "shaped"
+
+    def __init__(self, funcs: Sequence[Callable], weights: Sequence[float]) -> None:
+        if len(funcs) != len(weights):
+            raise ValueError(f"{len(funcs)} reward functions but {len(weights)} weights")
+        self.funcs = list(funcs)
+        self.weights = [float(w) for w in weights]
+
+    def terms(self, prompts: list, completions: list, **columns: Any) -> dict[str, list[float | None]]:
+        return {f.__name__: f(prompts, completions, **columns) for f in self.funcs}
+
+    def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float]:
+        terms = self.terms(prompts, completions, **columns)
+        total = np.zeros(len(completions))
+        for w, values in zip(self.weights, terms.values()):
+            total += w * np.array([0.0 if v is None else v for v in values])
+        return total.tolist()

@@ -1,0 +1,33 @@
+"""Config dataclasses from TOML tables: one strict constructor for every layer."""
+from __future__ import annotations
+
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, Mapping, TypeVar
+
+T = TypeVar("T")
+
+
+def config_from_dict(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+    """Build config dataclass ``cls`` from a mapping, rejecting unknown keys by name.
+
+    A typo must not silently fall back to a default; ``where`` names the
+    table or file in the error. Lists become tuples so configs stay hashable.
+    """
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown option(s) {unknown}; expected some of {sorted(known)}")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+def read_toml(path: str | Path) -> dict:
+    """Parse a TOML file; a syntax error names the file and the position."""
+    path = Path(path)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"config file not found: {path}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: invalid TOML ({exc})") from None

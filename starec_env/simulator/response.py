@@ -1,0 +1,66 @@
+"""Response model: which shown item the user clicks, and the rating given.
+
+Click: multinomial logit over the displayed slate plus a no-click option.
+The logit of an item is its (state-dependent) utility over the temperature,
+plus awareness (log exposure of the item, its long-tailed popularity), plus a
+position bias that decays with the slot, plus an optional popularity boost
+coupling users. Rating: ordinal thresholds on utility plus Gaussian noise,
+calibrated so that ratings follow the dataset's histogram.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from starec_env.data.synthetic import ordinal_ratings
+
+
+@dataclass(frozen=True)
+class ResponseModel:
+    log_exposure: np.ndarray
+    temperature: float
+    popularity_weight: float
+    position_decay: float
+    no_click_logit: float
+    rating_thresholds: np.ndarray
+    rating_noise: float
+
+    def position_bias(self, slate_size: int) -> np.ndarray:
+        return (-self.position_decay * np.log1p(np.arange(slate_size))).astype(np.float32)
+
+    def click_logits(self, slate_utility: np.ndarray, slate_items: np.ndarray, boost: np.ndarray | None = None) -> np.ndarray:
+        """(N, S) logits of the shown items, in display order."""
+        appeal = self.popularity_weight * self.log_exposure if boost is None else self.popularity_weight * self.log_exposure + boost
+        logits = slate_utility * np.float32(1.0 / self.temperature) + appeal[slate_items]
+        logits += self.position_bias(slate_items.shape[1])
+        return logits
+
+    def choose(self, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Slot index clicked per row (``S`` = no click), by inverse-CDF sampling of the MNL."""
+        n, s = logits.shape
+        full = np.empty((n, s + 1), np.float64)
+        full[:, :s] = logits
+        full[:, s] = self.no_click_logit
+        full -= full.max(axis=1, keepdims=True)
+        np.exp(full, out=full)
+        cum = np.cumsum(full, axis=1)
+        u = rng.random(n) * cum[:, -1]
+        return np.minimum((cum < u[:, None]).sum(axis=1), s)
+
+    def click_probabilities(self, logits: np.ndarray) -> np.ndarray:
+        """(N, S + 1) exact MNL probabilities, last column = no click (for tests/analysis)."""
+        full = np.concatenate([logits, np.full((len(logits), 1), self.no_click_logit)], axis=1).astype(np.float64)
+        full -= full.max(axis=1, keepdims=True)
+        expd = np.exp(full)
+        return expd / expd.sum(axis=1, keepdims=True)
+
+    def rate(self, utility: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """1..5 star ratings for items with the given true utilities."""
+        noise = rng.standard_normal(len(utility)).astype(np.float32)
+        return ordinal_ratings(utility + np.float32(self.rating_noise) * noise, self.rating_thresholds)
+
+    def expected_rating_hist(self, utility: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Share of 1..5 stars the model gives to items with these utilities."""
+        ratings = self.rate(utility, rng).astype(np.int64)
+        return np.bincount(ratings, minlength=6)[1:] / max(1, len(ratings))

@@ -1,0 +1,174 @@
+"""LLM agents driven by the environment loop and the offline protocol (tiny model)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from policies.base import PolicyContext
+from policies.llm.agents import LLMAgent, LLMAgentConfig
+from policies.llm.memory import MemoryConfig, MemoryStore
+from policies.registry import make_policy
+from starec_env.batched import BatchedEnv
+from starec_env.config import EnvConfig
+from starec_env.protocol import LeaveOneOut
+
+LLM_POLICIES = ("llmrank", "starec", "starec-fast", "starec-slow", "starec-adaptive")
+OPTIONS = {
+    "model": "tiny",
+    "batch_size": 4,
+    "max_new_tokens": 6,
+    "max_new_tokens_slow": 8,
+    "max_new_tokens_reflect": 8,
+    "prompt": {"max_history": 4},
+    "memory": {"max_history": 6, "max_preference_chars": 80},
+    "epochs": 3,  # options of other policies are ignored
+}
+
+
+@pytest.fixture(scope="module")
+def env():
+    cfg = EnvConfig(
+        dataset="synthetic", n_users=5, n_candidates=6, slate_size=2, max_cycles=3, seed=0,
+        world={"n_users": 40, "n_items": 60},
+    )
+    return BatchedEnv(cfg)
+
+
+def run_episode(policy, env, steps: int = 2) -> list[np.ndarray]:
+    """The environment loop: score, step, let the policy observe its feedback."""
+    batch = env.reset(seed=1)
+    all_scores = []
+    for _ in range(steps):
+        scores = policy.score(batch)
+        all_scores.append(scores)
+        result = env.step(scores)
+        policy.observe(batch, result.feedback)
+        batch = result.batch
+    return all_scores
+
+
+@pytest.mark.parametrize("name", LLM_POLICIES)
+def test_agent_runs_environment_steps(name, env, tiny_backend):
+    policy = make_policy(name, PolicyContext(env.dataset, seed=0, options=OPTIONS))
+    scores = run_episode(policy, env)
+    for s in scores:
+        assert s.shape == (env.n_agents, env.n_candidates) and np.isfinite(s).all()
+    stats = policy.stats()
+    assert stats["decisions"] == 2 * env.n_agents
+    assert stats["model"] == "tiny"
+    generated = stats.get("fast_calls", 0) + stats.get("slow_calls", 0)
+    if name == "starec-fast":
+        assert generated == 0 and stats["score_calls"] == 2 * env.n_agents
+        assert stats["llm_completion_tokens"] == 0
+    elif name == "starec-adaptive":
+        assert stats["score_calls"] == 2 * env.n_agents
+        assert stats["slow_decisions"] == stats.get("slow_calls", 0) <= 0.25 * stats["decisions"]
+    else:
+        assert generated == 2 * env.n_agents
+        assert stats["format_failures"] + stats.get("repairs_missing", 0) >= 0
+    if name in ("starec", "starec-slow", "starec-adaptive"):
+        # slow thinking after each feedback, for every user, memory bounded
+        assert stats["reflections"] == stats["reflect_calls"] == 2 * env.n_agents
+        assert stats["memory_users"] == env.n_agents
+        assert all(len(policy.memory.get(u).preference) <= 80 for u in env.users)
+        assert all(len(policy.memory.get(u).history) <= 6 for u in env.users)
+    else:
+        assert "reflect_calls" not in stats
+
+
+def test_sampling_agents_are_reproducible(env, tiny_backend):
+    options = dict(OPTIONS, temperature=1.0)
+    first = run_episode(make_policy("starec", PolicyContext(env.dataset, seed=7, options=options)), env)
+    again = run_episode(make_policy("starec", PolicyContext(env.dataset, seed=7, options=options)), env)
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a, b)
+
+
+class ScriptedBackend:
+    """Stands in for the model: replays given answers per mode (row i gets
+    answer i modulo their number), records the prompts."""
+
+    def __init__(self, answers: dict[str, list[str]], tiny_backend) -> None:
+        self.answers = answers
+        self.prompts: list = []
+        self.tiny = tiny_backend
+
+    def generate(self, chats, *, mode: str, **kwargs) -> list[str]:
+        self.prompts.extend(chats)
+        answers = self.answers[mode]
+        return [answers[i % len(answers)] for i in range(len(chats))]
+
+    def score_options(self, chats, options, **kwargs):
+        return self.tiny.score_options(chats, options, **kwargs)
+
+    def stats(self, agent=None) -> dict:
+        return {}
+
+
+def test_malformed_answers_never_crash_and_are_counted(env, tiny_backend):
+    answers = ["", "Ranking: C > A > C > Z9 > Q", "<think>unclosed [B] then [F]", "\x00garbage\n1. [E]\n2. E"]
+    ctx = PolicyContext(env.dataset, seed=0, options=OPTIONS)
+    agent = LLMAgent(
+        ctx, LLMAgentConfig.from_options(OPTIONS), ranking="generate", reflect=True,
+        backend=ScriptedBackend({"fast": answers, "reflect": answers}, tiny_backend),
+    )
+    agent.name = "scripted"
+    scores = run_episode(agent, env, steps=1)[0]
+    for row in scores:  # every row is a full ranking despite the garbage
+        assert sorted(np.argsort(-row)) == list(range(env.n_candidates))
+    # row 1: "C > A" read, duplicate C and unknown Z9/Q repaired; C ranked first
+    assert np.argmax(scores[1]) == 2
+    stats = agent.stats()
+    assert stats["format_failures"] >= 1  # the empty answer
+    assert stats["repairs_duplicate"] >= 1 and stats["repairs_hallucinated"] >= 1
+    assert stats["repairs_missing"] > 0
+    assert stats["reflect_format_failures"] == stats["reflections"] == env.n_agents
+
+
+def test_reflection_rewrites_bounded_preference(env, tiny_backend):
+    long_text = "<think>the user chose a comedy</think><preference>" + "Likes comedy and drama. " * 40 + "</preference>"
+    options = dict(OPTIONS, memory={"max_preference_chars": 120, "max_history": 6})
+    ctx = PolicyContext(env.dataset, seed=0, options=options)
+    agent = LLMAgent(
+        ctx, LLMAgentConfig.from_options(options), ranking="generate", reflect=True,
+        backend=ScriptedBackend({"fast": ["Ranking: A > B"], "reflect": [long_text]}, tiny_backend),
+    )
+    agent.name = "scripted"
+    run_episode(agent, env, steps=2)
+    user = int(env.users[0])
+    pref = agent.memory.get(user).preference
+    assert pref.startswith("Likes comedy and drama.") and len(pref) <= 120
+    assert agent.stats()["memory_truncations"] >= 1
+    # the next ranking prompt carries the rewritten description
+    assert any("Likes comedy and drama." in m["content"] for chat in agent.backend.prompts for m in chat)
+
+
+def test_memory_store_bounds():
+    store = MemoryStore(MemoryConfig(max_history=3, max_preference_chars=50))
+    for k in range(10):
+        store.record(7, (f"Movie {k}", ("Drama",), 1990, 4.0))
+        store.set_preference(7, "word " * (k * 20))
+    mem = store.get(7)
+    assert [e[0] for e in mem.history] == ["Movie 7", "Movie 8", "Movie 9"]
+    assert len(mem.preference) <= 50 and mem.updates == 10
+    assert store.stats()["memory_users"] == 1 and 7 in store and len(store) == 1
+    with pytest.raises(ValueError, match="max_history"):
+        MemoryConfig(max_history=-1)
+    with pytest.raises(ValueError, match="unknown memory option"):
+        MemoryConfig.from_dict({"max_hist": 3})
+
+
+def test_agents_under_the_offline_protocol(env, tiny_backend):
+    protocol = LeaveOneOut(env.dataset, n_negatives=5, n_users=6, seed=0)
+    for name in ("llmrank", "starec-fast"):
+        policy = make_policy(name, PolicyContext(env.dataset, seed=0, options=OPTIONS))
+        policy.fit(protocol.split)
+        metrics = protocol.evaluate(policy.score(protocol.batch))
+        assert 0.0 <= metrics["ndcg@10"] <= 1.0
+
+
+def test_config_rejects_bad_values():
+    with pytest.raises(ValueError, match="slow_budget"):
+        LLMAgentConfig.from_options({"slow_budget": 2.0})
+    with pytest.raises(ValueError, match="unknown prompt option"):
+        LLMAgentConfig.from_options({"prompt": {"nope": 1}})

@@ -1,0 +1,151 @@
+"""Training stages: config errors, checkpoints, resume, and RL that measurably learns.
+
+Uses the random ``tiny`` model (2-layer Llama, SmolLM2 tokenizer) and a toy
+ranking task whose optimum is known, so it runs in seconds on one thread.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("trl")
+
+from experiments.train.common import CheckpointError, check_model_dir, last_checkpoint, read_csv  # noqa: E402
+from experiments.train.config import ConfigError, load_config  # noqa: E402
+from reward.ranking import RankTierReward  # noqa: E402
+
+torch.set_num_threads(1)
+
+IDS = ["A", "B", "C", "D"]
+PROMPT = [{"role": "user", "content": "Rank the candidates A, B, C, D."}]
+
+
+def toy_sft_data(n: int, seed: int):
+    """Rankings with a uniformly random first id: the format, but no preference."""
+    from datasets import Dataset
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for _ in range(n):
+        order = rng.permutation(IDS)
+        rows.append({"prompt": PROMPT, "completion": [{"role": "assistant", "content": "Ranking: " + " > ".join(order)}]})
+    return Dataset.from_list(rows)
+
+
+def toy_rl_data(n: int):
+    from datasets import Dataset
+
+    return Dataset.from_list([{"prompt": PROMPT, "candidate_ids": IDS, "target": 0, "mode": "fast"} for _ in range(n)])
+
+
+def p_first_is_target(folder: Path) -> float:
+    """Exact probability that the model's first ranked id is "A" (the optimum)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from policies.llm.backend import LLMBackend
+
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    logp = LLMBackend(model, tok).score_options([PROMPT], [[" " + i for i in IDS]], prefix="Ranking:")[0]
+    p = np.exp(logp - logp.max())
+    return float(p[0] / p.sum())
+
+
+@pytest.fixture(scope="module")
+def sft_model(tmp_path_factory) -> Path:
+    from experiments.train.sft import train_sft
+    from policies.llm.models import load_model
+
+    out = tmp_path_factory.mktemp("toy") / "sft"
+    cfg = load_config("smoke", overrides=["distill.max_steps=20", "distill.learning_rate=1e-2", "distill.batch_size=8", "distill.save_steps=10"])
+    model, tok = load_model("tiny", threads=1)
+    facts = train_sft(cfg, model, tok, toy_sft_data(64, 0), out)
+    assert facts["steps"] == 20
+    return out
+
+
+def test_sft_learns_the_format_and_saves_checkpoints(sft_model):
+    check_model_dir(sft_model / "model")
+    assert last_checkpoint(sft_model / "checkpoints").endswith("checkpoint-20")
+    rows = read_csv(sft_model / "metrics.csv")
+    losses = [float(r["loss"]) for r in rows if "loss" in r]
+    assert losses[-1] < losses[0] / 2
+    p = p_first_is_target(sft_model / "model")
+    assert 0.1 < p < 0.5  # roughly uniform over 4 ids: no preference learned
+
+
+def test_grpo_increases_reward_on_a_toy_task(sft_model, tmp_path):
+    """Target is always "A": optimum reward 1. GRPO must raise P(first = A) and the logged reward."""
+    from experiments.train.grpo import train_grpo
+
+    cfg = load_config(
+        "smoke",
+        overrides=[
+            "rl.steps=12", "rl.prompts_per_step=2", "rl.num_generations=8", "rl.max_completion_length=10",
+            "rl.learning_rate=2e-3", "rl.beta=0.0", "rl.save_steps=6",
+        ],
+    )
+    before = p_first_is_target(sft_model / "model")
+    facts = train_grpo(cfg, sft_model / "model", toy_rl_data(64), [RankTierReward()], [1.0], tmp_path / "rl")
+    after = p_first_is_target(tmp_path / "rl" / "model")
+    assert facts["steps"] == 12
+    assert after > before + 0.1, (before, after)
+    rows = read_csv(tmp_path / "rl" / "metrics.csv")
+    rewards = [float(r["rewards/rank_tier/mean"]) for r in rows if "rewards/rank_tier/mean" in r]
+    assert len(rewards) == 12
+    assert np.mean(rewards[-3:]) > np.mean(rewards[:3])
+    assert list((tmp_path / "rl" / "checkpoints").glob("runs/*")) or list((tmp_path / "rl" / "checkpoints" / "runs").rglob("events*"))
+
+
+def test_interrupted_grpo_resumes_from_checkpoint(sft_model, tmp_path):
+    from experiments.train.grpo import train_grpo
+
+    base = ["rl.prompts_per_step=1", "rl.num_generations=2", "rl.max_completion_length=6", "rl.beta=0.001", "rl.save_steps=2"]
+    first = load_config("smoke", overrides=base + ["rl.steps=2"])
+    out = tmp_path / "rl"
+    train_grpo(first, sft_model / "model", toy_rl_data(16), [RankTierReward()], [1.0], out)
+    # a second run asked for more steps picks up at step 2 instead of starting over
+    second = replace(first, rl=replace(first.rl, steps=4))
+    facts = train_grpo(second, sft_model / "model", toy_rl_data(16), [RankTierReward()], [1.0], out)
+    assert facts["resumed_from"].endswith("checkpoint-2")
+    assert facts["steps"] == 4
+    steps = [int(float(r["step"])) for r in read_csv(out / "metrics.csv") if "loss" in r]
+    assert steps == [1, 2, 3, 4]
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'beta'"):
+        load_config("smoke", overrides=["rl.betta=0.1"])
+    with pytest.raises(ConfigError, match="unknown preset 'smok'.*did you mean 'smoke'"):
+        load_config("smok")
+    with pytest.raises(ConfigError, match="expects a number"):
+        load_config("smoke", overrides={"rl": {"steps": "many"}})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[rl]\nsteps = \n")
+    with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+        load_config("smoke", path=bad)
+
+    with pytest.raises(CheckpointError, match="does not exist"):
+        check_model_dir(tmp_path / "nowhere")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(CheckpointError, match="no weights"):
+        check_model_dir(broken)
+    (broken / "model.safetensors").write_bytes(b"\x00garbage")
+    with pytest.raises(CheckpointError, match="corrupt"):
+        check_model_dir(broken)
+    half = tmp_path / "ckpts" / "checkpoint-3"
+    half.mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="trainer_state.json"):
+        last_checkpoint(tmp_path / "ckpts")
+
+    from policies.llm.models import ModelLoadError, load_model
+
+    with pytest.raises(ModelLoadError, match="no-such-model"):
+        load_model(str(tmp_path / "no-such-model"))
