@@ -4,11 +4,14 @@ Run: ``python -m benchmarks.bench_env`` (``--sizes 1000,10000`` for a quick run)
 For each number of users (x 20 candidates, slates of 5) it prints user-steps
 per second of the PettingZoo dict API, of :class:`BatchedEnv` and of the
 floor, all measured in this run, with their ratios and the peak RSS. The
-floor is the least work any such simulator must do per step: draw
-candidates, compute embedding utilities, pick the top-5 slate by the agent's
-scores and sample an MNL choice with a no-click option, with the same
-numpy primitives the environment uses. The three are interleaved step by
-step so that they see the same machine load. Targets (issue 2):
+floor is a bare MNL loop with the same numpy primitives the environment
+uses: draw candidates *with replacement and no consumption check*, pick the
+top-5 slate by the agent's scores, compute embedding utilities of the slate
+and sample an MNL choice with a no-click option. The environment does that
+plus distinct, not-yet-consumed candidates, ratings, fatigue, patience,
+histories and rewards; ``sample%`` is the share of its step time spent
+drawing candidates. The three are interleaved step by step so that they see
+the same machine load. Targets (issue 2):
 batched >= 50 % of the floor at 10k users; dict API >= 100,000 user-steps/s
 at 1k users; 100k users well within 24 GiB.
 """
@@ -51,8 +54,10 @@ class Floor:
 
 
 def measure(floor: Floor, batched: BatchedEnv, par: StarecParallelEnv, scores: np.ndarray,
-            steps: int, episodes: int) -> tuple[float, float, float]:
-    """User-steps/s of floor, batched path and dict API, interleaved step by step.
+            steps: int, episodes: int) -> tuple[float, float, float, float]:
+    """User-steps/s of floor, batched path and dict API, and the sampling share of batched steps.
+
+    Floor, batched path and dict API are interleaved step by step.
 
     The machine may be shared, so the three are timed one right after the
     other within every step (same load) and each rate is the best over steps
@@ -62,6 +67,16 @@ def measure(floor: Floor, batched: BatchedEnv, par: StarecParallelEnv, scores: n
     """
     per_agent = {a: scores[r] for r, a in enumerate(par.possible_agents)}
     rates: list[tuple[float, float, float]] = []
+    sampling = [0.0, 0.0]  # seconds in CandidateSampler.sample, seconds in BatchedEnv.step
+    sample = batched.sampler.sample
+
+    def timed_sample(*args, **kwargs):
+        t = time.perf_counter()
+        out = sample(*args, **kwargs)
+        sampling[0] += time.perf_counter() - t
+        return out
+
+    batched.sampler.sample = timed_sample
     for ep in range(episodes):
         batched.reset(seed=ep)
         par.reset(seed=ep)
@@ -77,9 +92,11 @@ def measure(floor: Floor, batched: BatchedEnv, par: StarecParallelEnv, scores: n
             actions = {a: per_agent[a] for a in par.agents}
             par.step(actions)
             t3 = time.perf_counter()
+            sampling[1] += t2 - t1
             rates.append((len(scores) / (t1 - t0), live / (t2 - t1), len(actions) / (t3 - t2)))
+    del batched.sampler.sample
     fl, fast, dict_api = np.max(np.array(rates), axis=0)
-    return float(fl), float(fast), float(dict_api)
+    return float(fl), float(fast), float(dict_api), sampling[0] / sampling[1]
 
 
 def main() -> None:
@@ -89,7 +106,7 @@ def main() -> None:
     ap.add_argument("--episodes", type=int, default=3)
     args = ap.parse_args()
     print(f"{'users':>7} {'world_s':>8} {'floor/s':>11} {'batched/s':>11} {'dict/s':>11} "
-          f"{'batch/floor':>11} {'dict/floor':>10} {'peak_GiB':>9}")
+          f"{'batch/floor':>11} {'dict/floor':>10} {'sample%':>8} {'peak_GiB':>9}")
     for n in (int(s) for s in args.sizes.split(",")):
         t = time.perf_counter()
         world = generate_world(SyntheticConfig(n_users=n, n_items=N_ITEMS), seed=0)
@@ -100,9 +117,9 @@ def main() -> None:
         scores = np.random.default_rng(1).random((n, N_CAND))
         truth = world.meta["truth"]
         floor = Floor(truth.user_emb, truth.item_emb, seed=2)
-        fl, fast, dict_api = measure(floor, batched, par, scores, args.steps, args.episodes)
+        fl, fast, dict_api, share = measure(floor, batched, par, scores, args.steps, args.episodes)
         print(f"{n:>7} {world_s:>8.2f} {fl:>11,.0f} {fast:>11,.0f} {dict_api:>11,.0f} "
-              f"{fast / fl:>11.2f} {dict_api / fl:>10.2f} {peak_rss_gib():>9.2f}", flush=True)
+              f"{fast / fl:>11.2f} {dict_api / fl:>10.2f} {100 * share:>8.0f} {peak_rss_gib():>9.2f}", flush=True)
         del batched, par, world
 
 

@@ -1,27 +1,56 @@
-"""Benchmark run configuration: dataclasses, filled from TOML then the CLI.
+"""One run configuration for every stage of ``python -m experiments.run``.
 
-A TOML file mirrors the dataclasses (top-level keys plus ``[data]``,
-``[protocol]``, ``[online]`` and ``[policy.<name>]`` tables). Every key is
-checked, so a typo names the key and the file instead of silently running
-with a default. The checking machinery is shared with the training config.
+A run is one :class:`RunConfig`: top-level keys plus the tables ``[data]``,
+``[protocol]``, ``[online]``, ``[simulator]``, ``[policy.<name>]`` (the
+benchmark) and ``[model]``, ``[prompt]``, ``[distill]``, ``[rl]``,
+``[reward]`` (the anchored training). Layers, each checked key by key:
+
+1. the dataclass defaults (the classic benchmark of rule-based agents);
+2. a preset ``experiments/configs/presets/<name>.toml`` (``--preset``, or
+   ``preset = "..."`` at the top of a config file; ``default`` when neither
+   ``--preset`` nor ``--config`` is given);
+3. the ``--config`` TOML file;
+4. command-line flags, then ``--set section.key=value`` overrides.
+
+A typo names the key, the file (or flag) and the closest known key instead
+of silently running with a default.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import difflib
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
+from typing import Any
 
-from experiments.train.config import ConfigError, _merge, _read_toml, parse_override
 from policies.registry import DEFAULT_POLICIES, available
+from reward.shaping import RewardConfig
+from starec_env.configtools import read_toml
 from starec_env.data import DATASETS
 
-__all__ = ["ConfigError", "DataSection", "ProtocolSection", "OnlineSection", "RunConfig", "load_run_config", "parse_seeds"]
+__all__ = [
+    "ConfigError", "RunConfig", "DataSection", "ProtocolSection", "OnlineSection", "ModelSection", "PromptSection",
+    "DistillSection", "RLSection", "TRAINED_ROWS", "PRESET_DIR", "presets", "load_run_config", "parse_seeds",
+    "parse_override", "merge_checked",
+]
+
+PRESET_DIR = Path(__file__).resolve().parent / "configs" / "presets"
+#: Result rows backed by the training stages: row name -> model folder under ``out``
+#: (``teacher`` is the distillation teacher itself, no folder).
+TRAINED_ROWS = {"starec": "rl", "starec-sft": "sft", "starec-rl-only": "rl-only", "starec-noreflect": "rl", "teacher": None}
+RANKINGS = ("score", "generate", "slow", "adaptive")
+
+
+class ConfigError(ValueError):
+    """A configuration problem: names the source (file, flag), the table and the key."""
 
 
 @dataclass
 class DataSection:
     """Which world. ``seed`` fixes the world itself (synthetic generation,
-    preprocessing) so that run seeds vary only the evaluation; ``options`` go
-    to the loader (e.g. synthetic size), ``preprocess`` to PreprocessConfig."""
+    preprocessing) and the training draws, so that run seeds vary only the
+    evaluation; ``options`` go to the loader (e.g. synthetic size),
+    ``preprocess`` to PreprocessConfig."""
 
     dataset: str = "synthetic"
     data_dir: str | None = None
@@ -51,36 +80,265 @@ class OnlineSection:
 
 
 @dataclass
+class ModelSection:
+    """The student: ``name`` is "smollm2-135m", "tiny", a local folder or a hub id.
+
+    ``ranking`` is how trained students rank when evaluated (``score``: the
+    no-generation scoring path; ``generate``, ``slow``, ``adaptive``: see
+    :mod:`policies.llm.agents`); ``batch_size`` bounds LLM inference batches;
+    ``max_new_tokens*`` (None = the agents' defaults) bound generated
+    rankings and reflections of every LLM row.
+    """
+
+    name: str = "smollm2-135m"
+    dtype: str | None = None
+    batch_size: int = 16
+    ranking: str = "score"
+    max_new_tokens: int | None = None
+    max_new_tokens_reflect: int | None = None
+    lora: bool = False
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+
+
+@dataclass
+class PromptSection:
+    """Prompt settings shared by distillation, RL and evaluation (same prompts everywhere)."""
+
+    evidence: bool = True
+    max_history: int = 20
+    max_words: int = 60
+
+
+@dataclass
+class DistillSection:
+    """Stage 1: teacher traces -> filter / rethink -> TRL SFT.
+
+    ``teacher``: "oracle", "http" or "local:<model>"; ``train_users`` users'
+    training interactions are used (the fraction is reported);
+    ``reflect_fraction`` of them also yield a memory-update trace and
+    ``fast_fraction`` a bare-ranking trace (see :mod:`experiments.train.rollout`).
+    """
+
+    teacher: str = "oracle"
+    train_users: int = 1000
+    reflect_fraction: float = 0.3
+    fast_fraction: float = 0.5
+    rethink: int = 1
+    min_ndcg: float = 0.0
+    epochs: float = 1.0
+    max_steps: int = -1
+    batch_size: int = 4
+    grad_accum: int = 1
+    learning_rate: float = 5e-5
+    max_length: int = 1024
+    save_steps: int = 50
+
+
+@dataclass
+class RLSection:
+    """Stage 2: GRPO in the simulator, anchored to the SFT model by ``beta``.
+
+    Each step = ``prompts_per_step`` prompts x ``num_generations`` completions;
+    of the prompts, ``reflect_fraction`` are memory updates and
+    ``fast_fraction`` bare rankings, the rest think-first rankings.
+    """
+
+    steps: int = 100
+    prompts_per_step: int = 8
+    num_generations: int = 8
+    max_completion_length: int = 64
+    learning_rate: float = 1e-6
+    beta: float = 1e-3
+    temperature: float = 1.0
+    reflect_fraction: float = 0.25
+    fast_fraction: float = 0.5
+    source: str = "online"
+    save_steps: int = 10
+
+
+@dataclass
 class RunConfig:
-    """One benchmark run. ``policy`` maps a policy name to its options table;
+    """One run. ``policy`` maps a policy name to its options table;
     ``privileged`` names the policies handed the simulator (upper bounds,
-    teachers); ``simulator`` holds SimulatorConfig options (offline world and
-    online env alike); ``threads`` sets torch's intra-op threads (0 = torch's
-    default; 1 is fastest for these small models on a shared machine)."""
+    the teacher); ``simulator`` holds SimulatorConfig options (offline world
+    and online env alike); ``threads`` sets torch's intra-op threads (0 =
+    automatic; 1 is fastest for these small models on a shared machine);
+    ``device`` is "auto", "cpu" or "cuda" for training."""
 
     stage: str = "eval"
+    preset: str = "none"
     policies: list = field(default_factory=lambda: list(DEFAULT_POLICIES))
     seeds: list = field(default_factory=lambda: [0, 1, 2])
     out: str = "runs/latest"
-    model: str | None = None
     threads: int = 1
+    device: str = "auto"
     progress: bool = True
-    privileged: list = field(default_factory=lambda: ["oracle"])
+    privileged: list = field(default_factory=lambda: ["oracle", "teacher"])
     policy: dict = field(default_factory=dict)
     simulator: dict = field(default_factory=dict)
     data: DataSection = field(default_factory=DataSection)
     protocol: ProtocolSection = field(default_factory=ProtocolSection)
     online: OnlineSection = field(default_factory=OnlineSection)
+    model: ModelSection = field(default_factory=ModelSection)
+    prompt: PromptSection = field(default_factory=PromptSection)
+    distill: DistillSection = field(default_factory=DistillSection)
+    rl: RLSection = field(default_factory=RLSection)
+    reward: RewardConfig = field(default_factory=RewardConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     def policy_options(self, name: str) -> dict:
-        """Options for policy ``name`` (its table, plus ``model`` when set)."""
-        opts = dict(self.policy.get(name, {}))
-        if self.model is not None:
-            opts.setdefault("model", self.model)
-        return opts
+        """Options for policy ``name``: the run's LLM settings (ignored by
+        non-LLM policies), then its own ``[policy.<name>]`` table."""
+        base = {
+            "model": self.model.name,
+            "dtype": self.model.dtype,
+            "threads": self.threads or None,
+            "batch_size": self.model.batch_size,
+            "evidence": self.prompt.evidence,
+            "prompt": {"max_history": self.prompt.max_history, "max_words": self.prompt.max_words},
+        }
+        for key in ("max_new_tokens", "max_new_tokens_reflect"):
+            if getattr(self.model, key) is not None:
+                base[key] = getattr(self.model, key)
+        return {**base, **self.policy.get(name, {})}
+
+    def trained_rows(self) -> list[str]:
+        """The configured rows that need the training stages' outputs."""
+        return [p for p in self.policies if p in TRAINED_ROWS]
+
+
+# ------------------------------------------------------------ checked merge
+def _suggest(name: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(name, known, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def merge_checked(obj: Any, data: dict, where: str) -> Any:
+    """A copy of dataclass ``obj`` updated from ``data``, checking every key and type.
+
+    Nested dataclasses are merged table by table; free-form dict fields
+    (``policy``, ``options``, ``env``) are merged key by key, so ``--set
+    policy.bpr.epochs=5`` keeps the other options a TOML gave.
+    """
+    known = {f.name for f in fields(obj)}
+    updates = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{where}: unknown key {key!r}{_suggest(key, sorted(known))}; known: {sorted(known)}")
+        current = getattr(obj, key)
+        if is_dataclass(current):
+            if not isinstance(value, dict):
+                raise ConfigError(f"{where}: [{key}] must be a table, got {type(value).__name__}")
+            updates[key] = merge_checked(current, value, f"{where} [{key}]")
+        elif isinstance(current, dict) and isinstance(value, dict):
+            updates[key] = _deep_merge(current, value)
+        else:
+            updates[key] = _coerce(value, current, f"{where}: {key}")
+    return replace(obj, **updates)
+
+
+def _deep_merge(base: dict, new: dict) -> dict:
+    merged = dict(base)
+    for key, value in new.items():
+        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
+    return merged
+
+
+def _coerce(value: Any, current: Any, where: str) -> Any:
+    """Check a value against the field's current type (None means any)."""
+    if current is None or value is None:
+        return value
+    if isinstance(current, bool):
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} expects true/false, got {value!r}")
+    if isinstance(current, (int, float)):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if isinstance(current, float):
+                return float(value)
+            if float(value).is_integer():
+                return int(value)
+            raise ConfigError(f"{where} expects an integer, got {value!r}")
+        raise ConfigError(f"{where} expects a number, got {value!r}")
+    if isinstance(current, str) and not isinstance(value, str):
+        raise ConfigError(f"{where} expects a string, got {value!r}")
+    if isinstance(current, (list, dict)) and not isinstance(value, type(current)):
+        raise ConfigError(f"{where} expects a {type(current).__name__}, got {value!r}")
+    return value
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"rl.beta=0.01"`` -> (["rl", "beta"], 0.01); values parsed as TOML, else kept as strings."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r} must look like section.key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def _nested(keys: list[str], value: Any) -> dict:
+    out: dict = {}
+    node = out
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+    node[keys[-1]] = value
+    return out
+
+
+# -------------------------------------------------------------- loading
+def presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.toml"))
+
+
+def _read(path: Path) -> dict:
+    try:
+        return read_toml(path)
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err)) from None
+
+
+def _preset_file(name: str, where: str) -> Path:
+    file = PRESET_DIR / f"{name}.toml"
+    if not file.exists():
+        raise ConfigError(f"{where}: unknown preset {name!r}{_suggest(name, presets())}; available: {presets()}")
+    return file
+
+
+def load_run_config(
+    path: str | Path | None = None,
+    overrides: dict | None = None,
+    sets: list[str] | None = None,
+    preset: str | None = None,
+) -> RunConfig:
+    """Defaults, then the preset, then the TOML at ``path``, then ``overrides``
+    (nested dict from CLI flags), then ``sets`` (``section.key=value`` strings).
+
+    The preset is ``preset``, else the file's top-level ``preset`` key, else
+    none; callers that want the built-in default pass ``preset="default"``.
+    """
+    cfg = RunConfig()
+    data = _read(Path(path)) if path is not None else {}
+    name = preset if preset is not None else data.get("preset")
+    if name is not None and name != "none":
+        file = _preset_file(str(name), str(path) if preset is None else "--preset")
+        cfg = merge_checked(cfg, {k: v for k, v in _read(file).items() if k != "preset"}, str(file))
+        cfg = replace(cfg, preset=str(name))
+    if data:
+        cfg = merge_checked(cfg, {k: v for k, v in data.items() if k != "preset"}, str(path))
+    if overrides:
+        cfg = merge_checked(cfg, overrides, "command line")
+    for item in sets or []:
+        keys, value = parse_override(item)
+        cfg = merge_checked(cfg, _nested(keys, value), f"--set {item}")
+    _validate(cfg)
+    return cfg
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -99,60 +357,14 @@ def parse_seeds(text: str) -> list[int]:
     return values
 
 
-def load_run_config(path: str | Path | None = None, overrides: dict | None = None, sets: list[str] | None = None) -> RunConfig:
-    """Defaults, then the TOML at ``path``, then ``overrides`` (nested dict
-    from CLI flags), then ``sets`` (``section.key=value`` strings)."""
-    cfg = RunConfig()
-    if path is not None:
-        cfg = _apply(cfg, _read_toml(Path(path)), str(path))
-    if overrides:
-        cfg = _apply(cfg, overrides, "command line")
-    for item in sets or []:
-        keys, value = parse_override(item)
-        nested: dict = {}
-        node = nested
-        for k in keys[:-1]:
-            node = node.setdefault(k, {})
-        node[keys[-1]] = value
-        cfg = _apply(cfg, nested, f"--set {item}")
-    _validate(cfg)
-    return cfg
-
-
-def _apply(cfg: RunConfig, data: dict, where: str) -> RunConfig:
-    """Checked merge in which free-form tables (``policy``, ``options``, ``env``)
-    are merged key by key, so ``--set policy.bpr.epochs=5`` keeps the other
-    options the TOML gave instead of replacing the whole table."""
-    return _merge(cfg, _fill_tables(cfg, data), where)
-
-
-def _fill_tables(obj: object, data: dict) -> dict:
-    out = {}
-    for key, value in data.items():
-        current = getattr(obj, key, None)
-        if isinstance(value, dict) and isinstance(current, dict):
-            value = _deep_merge(current, value)
-        elif isinstance(value, dict) and hasattr(current, "__dataclass_fields__"):
-            value = _fill_tables(current, value)
-        out[key] = value
-    return out
-
-
-def _deep_merge(base: dict, new: dict) -> dict:
-    merged = dict(base)
-    for key, value in new.items():
-        merged[key] = _deep_merge(merged[key], value) if isinstance(value, dict) and isinstance(merged.get(key), dict) else value
-    return merged
-
-
 def _validate(cfg: RunConfig) -> None:
     if not cfg.policies:
         raise ConfigError("no policies selected: expected a list such as ['pop', 'bpr']")
     if cfg.data.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.data.dataset!r}; known: {', '.join(DATASETS)}")
-    unknown = [p for p in cfg.policies if p not in available()]
+    unknown = [p for p in cfg.policies if p not in available() and p not in TRAINED_ROWS]
     if unknown:
-        raise ConfigError(f"unknown policies {unknown}; known: {', '.join(available())}")
+        raise ConfigError(f"unknown policies {unknown}; known: {', '.join(sorted({*available(), *TRAINED_ROWS}))}")
     if not cfg.seeds or not all(isinstance(s, int) for s in cfg.seeds):
         raise ConfigError(f"seeds must be a non-empty list of integers, got {cfg.seeds!r}")
     for name, table in cfg.policy.items():
@@ -160,3 +372,24 @@ def _validate(cfg: RunConfig) -> None:
             raise ConfigError(f"[policy.{name}] must be a table of options, got {table!r}")
     if cfg.protocol.users < 1 or cfg.protocol.negatives < 1:
         raise ConfigError("protocol.users and protocol.negatives must be >= 1")
+    if cfg.model.ranking not in RANKINGS:
+        raise ConfigError(f"model.ranking must be one of {RANKINGS}, got {cfg.model.ranking!r}")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
+    rl = cfg.rl
+    if rl.num_generations < 2:
+        raise ConfigError(f"rl.num_generations must be >= 2 (GRPO compares completions of one prompt), got {rl.num_generations}")
+    if rl.source not in ("online", "offline"):
+        raise ConfigError(f"rl.source must be 'online' or 'offline', got {rl.source!r}")
+    for section in ("distill", "rl"):
+        sec = getattr(cfg, section)
+        for name in ("reflect_fraction", "fast_fraction"):
+            if not 0.0 <= getattr(sec, name) <= 1.0:
+                raise ConfigError(f"{section}.{name} must be in [0, 1], got {getattr(sec, name)}")
+    if rl.reflect_fraction + rl.fast_fraction > 1.0:
+        raise ConfigError(f"rl.reflect_fraction + rl.fast_fraction must be <= 1, got {rl.reflect_fraction + rl.fast_fraction}")
+    if cfg.reward.memory_metric not in ("tier", "ndcg"):
+        raise ConfigError(f"reward.memory_metric must be 'tier' or 'ndcg', got {cfg.reward.memory_metric!r}")
+    teacher = cfg.distill.teacher
+    if teacher not in ("oracle", "http") and not (teacher.startswith("local:") and len(teacher) > 6):
+        raise ConfigError(f"distill.teacher must be 'oracle', 'http' or 'local:<model>', got {teacher!r}")

@@ -16,10 +16,10 @@ from tqdm.auto import tqdm
 from experiments.config import ConfigError, RunConfig
 from experiments.report import aggregate
 from policies.base import Policy, PolicyContext
-from policies.registry import make_policy
+from policies.registry import Factory, make_policy
 from starec_env.data.model import Dataset
 from starec_env.protocol import LeaveOneOut
-from starec_env.types import RankingBatch
+from starec_env.types import Feedback, RankingBatch
 
 
 @dataclass
@@ -114,7 +114,7 @@ def run_online(policy: Policy, env, seed: int) -> dict:
         clicked = np.asarray(fb.clicked)[rows] >= 0
         clicks += int(clicked.sum())
         rating_sum += float(np.asarray(fb.rating, dtype=np.float64)[rows][clicked].sum())
-        policy.observe(shown, _take_feedback(fb, rows))
+        policy.observe(shown, take_feedback(fb, rows))
         batch = result.batch
         alive = np.asarray(result.alive, dtype=bool)
     impressions = steps.sum()
@@ -126,14 +126,19 @@ def run_online(policy: Policy, env, seed: int) -> dict:
     }
 
 
-def _take_feedback(fb, rows: np.ndarray):
+def take_feedback(fb: Feedback, rows: np.ndarray) -> Feedback:
     """The feedback rows of the users that were shown a slate."""
     return type(fb)(**{f.name: np.asarray(getattr(fb, f.name))[rows] for f in fields(fb)})
 
 
-def benchmark(cfg: RunConfig, world: World | None = None) -> tuple[list[dict], dict]:
-    """Evaluate every configured policy over every seed; returns (rows, run facts)."""
+def benchmark(cfg: RunConfig, world: World | None = None, factories: dict[str, Factory] | None = None) -> tuple[list[dict], dict]:
+    """Evaluate every configured policy over every seed; returns (rows, run facts).
+
+    ``factories`` builds the named rows instead of the policy registry (the
+    trained students), without changing the registry for anyone else.
+    """
     world = world or load_world(cfg)
+    factories = factories or {}
     per_policy: dict[str, list[dict]] = {name: [] for name in cfg.policies}
     upper: dict[str, bool] = {}
     stats: dict[str, dict] = {}
@@ -151,7 +156,7 @@ def benchmark(cfg: RunConfig, world: World | None = None) -> tuple[list[dict], d
         facts["protocol"].append(protocol.summary())
         for name in cfg.policies:
             bar.set_postfix_str(f"seed {seed}: {name}")
-            result, policy = evaluate_policy(cfg, world, protocol, name, seed)
+            result, policy = evaluate_policy(cfg, world, protocol, name, seed, factories.get(name))
             per_policy[name].append(result)
             upper[name] = bool(policy.upper_bound)
             stats[name] = {**policy.stats(), **{k: result[k] for k in ("fit_s", "score_s", "online_s") if k in result}}
@@ -161,8 +166,11 @@ def benchmark(cfg: RunConfig, world: World | None = None) -> tuple[list[dict], d
     return rows, facts
 
 
-def evaluate_policy(cfg: RunConfig, world: World, protocol: LeaveOneOut, name: str, seed: int) -> tuple[dict, Policy]:
-    """Build, fit and evaluate one policy for one seed (offline, then online)."""
+def evaluate_policy(
+    cfg: RunConfig, world: World, protocol: LeaveOneOut, name: str, seed: int, factory: Factory | None = None
+) -> tuple[dict, Policy]:
+    """Build (by ``factory``, else the registry), fit and evaluate one policy
+    for one seed (offline, then online)."""
     privileged = name in cfg.privileged
     ctx = PolicyContext(
         dataset=world.dataset,
@@ -170,7 +178,11 @@ def evaluate_policy(cfg: RunConfig, world: World, protocol: LeaveOneOut, name: s
         simulator=world.simulator if privileged else None,
         options=cfg.policy_options(name),
     )
-    policy = make_policy(name, ctx)
+    if factory is None:
+        policy = make_policy(name, ctx)
+    else:
+        policy = factory(ctx)
+        policy.name = name
     start = time.perf_counter()
     policy.fit(protocol.split)
     result = {"fit_s": time.perf_counter() - start}

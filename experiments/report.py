@@ -69,15 +69,17 @@ def write_report(rows: list[dict], out_dir: str | Path, config: dict) -> dict[st
         "png": out / "results.png",
         "config": out / "config.json",
     }
-    atomic_write(paths["json"], lambda fh: fh.write(json.dumps(_jsonable(rows), indent=2).encode()))
+    write_json(paths["json"], rows)
     atomic_write(paths["csv"], lambda fh: fh.write(_csv_text(rows).encode()))
-    atomic_write(paths["config"], lambda fh: fh.write(json.dumps(_jsonable(config), indent=2).encode()))
+    write_json(paths["config"], config)
     atomic_write(paths["png"], lambda fh: _plot(rows, fh))
     return paths
 
 
 def atomic_write(path: Path, write: Callable[[io.BufferedWriter], object]) -> None:
     """Run ``write`` on a temporary file beside ``path``, then move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
@@ -86,6 +88,11 @@ def atomic_write(path: Path, write: Callable[[io.BufferedWriter], object]) -> No
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, data: object) -> None:
+    """``data`` as indented JSON (numpy values, paths, NaN made plain), atomically."""
+    atomic_write(Path(path), lambda fh: fh.write(json.dumps(_jsonable(data), indent=2, default=str).encode()))
 
 
 def _csv_text(rows: list[dict]) -> str:

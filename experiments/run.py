@@ -1,9 +1,14 @@
-"""``python -m experiments.run``: benchmark agents offline and in the simulator.
+"""``python -m experiments.run``: STARec's whole loop, or any stage of it.
 
-With no arguments it benchmarks every rule-based and classic agent on the
-synthetic world and writes results.json / results.csv / results.png /
-config.json into ``runs/latest``. ``--stage`` picks what to run; other stages
-(distillation, RL) plug in through :data:`STAGES`.
+With no arguments it runs the ``default`` preset: distillation from the
+oracle teacher -> GRPO in the simulator -> evaluation of the trained
+students beside the teacher, the zero-shot LLM ranker and every rule-based
+/ classic agent (offline protocol + online sessions), ending with the
+comparison table and results.json / results.csv / results.png /
+config.json in ``runs/latest``. ``--stage`` runs one stage (distill, rl,
+eval, fidelity) or ``all``; ``--preset`` picks smoke / cpu / gpu / default.
+The classic benchmark alone: ``--stage eval --policies random,pop,genre,itemknn,bpr,oracle``.
+Multi-process training: ``accelerate launch --num_processes 2 --cpu -m experiments.run --stage distill ...``.
 """
 from __future__ import annotations
 
@@ -13,17 +18,16 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from experiments.config import ConfigError, RunConfig, load_run_config, parse_seeds
+from experiments.config import ConfigError, RunConfig, load_run_config, parse_seeds, presets
 from starec_env.data.errors import DataFormatError, DatasetNotFoundError, PreprocessError
 from starec_env.protocol import ProtocolError
 
 #: Problems with the user's input: reported in one line, without a traceback.
-USER_ERRORS = (ConfigError, DataFormatError, DatasetNotFoundError, PreprocessError, ProtocolError)
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataFormatError, DatasetNotFoundError, PreprocessError, ProtocolError)
 
 StageFn = Callable[[RunConfig], int]
 #: Stage name -> function(config) -> exit code, or its "module:function" path
 #: (imported only when that stage runs, so `eval` never imports trl).
-#: Training stages (distill, rl, all) plug in here.
 STAGES: dict[str, StageFn | str] = {}
 
 
@@ -48,14 +52,44 @@ def resolve_stage(name: str) -> StageFn:
     return target
 
 
+@stage("distill")
+def run_distill(cfg: RunConfig) -> int:
+    """Teacher traces -> filter / rethink -> SFT of the student."""
+    from experiments.train.pipeline import run_distill as distill
+
+    _set_threads(cfg)
+    distill(cfg)
+    return 0
+
+
+@stage("rl")
+def run_rl(cfg: RunConfig) -> int:
+    """GRPO in the simulator from the SFT model (and from the base model for ``starec-rl-only``)."""
+    from experiments.train.pipeline import run_rl as rl
+
+    _set_threads(cfg)
+    rl(cfg)
+    return 0
+
+
 @stage("eval")
 def run_eval(cfg: RunConfig) -> int:
     """Offline protocol + online sessions for every policy; table and files."""
+    from experiments.train.common import is_main_process
+
+    if not is_main_process():  # under `accelerate launch` only rank 0 evaluates
+        return 0
     from experiments.evaluate import benchmark
     from experiments.report import format_table, write_report
 
     _set_threads(cfg)
-    rows, facts = benchmark(cfg)
+    factories = {}
+    if cfg.trained_rows():
+        from experiments.train.pipeline import trained_rows
+
+        cfg, factories = trained_rows(cfg)
+    rows, facts = benchmark(cfg, factories=factories)
+    facts["training"] = _training_facts(Path(cfg.out)) if cfg.trained_rows() else {}
     print(format_table(rows))
     p = facts["protocol"][0]
     print(
@@ -70,6 +104,22 @@ def run_eval(cfg: RunConfig) -> int:
     paths = write_report(rows, cfg.out, {"config": cfg.to_dict(), "facts": facts})
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
+
+
+def _training_facts(out: Path) -> dict:
+    """distill.json / rl.json / rl-only.json of the run, reported beside the results."""
+    import json
+
+    return {f.stem: json.loads(f.read_text()) for name in ("distill", "rl", "rl-only") if (f := out / f"{name}.json").exists()}
+
+
+@stage("all")
+def run_all(cfg: RunConfig) -> int:
+    """distill -> rl -> eval (the training stages only when a trained row is configured)."""
+    if cfg.trained_rows() and set(cfg.trained_rows()) != {"teacher"}:
+        run_distill(cfg)
+        run_rl(cfg)
+    return run_eval(cfg)
 
 
 @stage("fidelity")
@@ -100,7 +150,9 @@ def _set_threads(cfg: RunConfig) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments.run", description=__doc__.split("\n\n")[0])
-    p.add_argument("--stage", help=f"what to run: {', '.join(sorted(STAGES))} (default eval)")
+    p.add_argument("--stage", help=f"what to run: {', '.join(sorted(STAGES))} (default: the preset's)")
+    p.add_argument("--preset", help=f"built-in settings to start from: {', '.join(presets())} "
+                   "(default: 'default' unless --config is given; a config file may name its own)")
     p.add_argument("--config", help="TOML file with run settings (flags override it)")
     p.add_argument("--dataset", help="synthetic, ml-100k, ml-1m, amazon-cds or recbole")
     p.add_argument("--data-dir", help="folder holding the dataset's files")
@@ -108,7 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--users", type=int, help="evaluation users sampled by the offline protocol")
     p.add_argument("--seeds", help="'0,1,2' or a count such as '3'")
     p.add_argument("--out", help="folder that receives results.json etc. (default runs/latest)")
-    p.add_argument("--model", help="model name handed to LLM policies")
+    p.add_argument("--model", help="student / LLM policy model: smollm2-135m, tiny, a local folder or a hub id")
+    p.add_argument("--teacher", help="distillation teacher: oracle (default), http or local:<model>")
     p.add_argument("--threads", type=int, help="torch intra-op threads (0 = torch default)")
     p.add_argument("--no-online", action="store_true", help="skip the online simulated sessions")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -128,7 +181,8 @@ def _overrides(args: argparse.Namespace) -> dict:
         ("protocol", "users"): args.users,
         ("seeds",): parse_seeds(args.seeds) if args.seeds is not None else None,
         ("out",): args.out,
-        ("model",): args.model,
+        ("model", "name"): args.model,
+        ("distill", "teacher"): args.teacher,
         ("threads",): args.threads,
         ("online", "enabled"): False if args.no_online else None,
         ("progress",): False if args.no_progress else None,
@@ -145,12 +199,24 @@ def _overrides(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    preset = args.preset if args.preset is not None or args.config is not None else "default"
     try:
-        cfg = load_run_config(args.config, _overrides(args), args.sets)
+        cfg = load_run_config(args.config, _overrides(args), args.sets, preset=preset)
         return resolve_stage(cfg.stage)(cfg)
-    except USER_ERRORS as err:
+    except USER_ERRORS + _training_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _training_errors() -> tuple[type[BaseException], ...]:
+    """Bad checkpoints, model names and teachers, once their modules are loaded
+    (so that the classic benchmark never imports torch / transformers)."""
+    errors: list[type[BaseException]] = []
+    for module, name in (("experiments.train.common", "CheckpointError"), ("policies.llm.models", "ModelLoadError"),
+                         ("policies.llm.teachers", "TeacherError")):
+        if module in sys.modules:
+            errors.append(getattr(sys.modules[module], name))
+    return tuple(errors)
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ class SeqConfig:
     dropout: float = 0.2
     max_len: int = 50
     loss: str = "ce"
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
     batch_size: int = 128
     epochs: int = 200

@@ -11,7 +11,8 @@ one batch. Instances carry a ``__name__`` so TRL logs each term separately
 (``rewards/<name>/mean``).
 
 Columns read (written by :mod:`experiments.train.rollout`):
-``mode`` ("fast" ranking or "slow" memory update), ``candidate_ids`` (the
+``mode`` (the answer format: "fast" bare ranking, "think" reasoning then
+ranking, "reflect" memory update; absent means "fast"), ``candidate_ids`` (the
 short ids shown in the prompt), ``target`` (position of the held-out
 positive among the candidates, -1 if none), ``utilities`` (the simulator's
 true utility of each candidate), ``user`` and ``items`` (dataset indices of
@@ -86,15 +87,20 @@ def order_to_scores(order: Sequence[int], n_candidates: int) -> np.ndarray:
     return scores
 
 
+#: Answer formats that are rankings (the others are memory updates).
+RANK_MODES = ("fast", "think")
+
+
 class CompletionReward:
-    """Base for rewards that parse each completion of one prompt ``mode``.
+    """Base for rewards that parse each completion whose row ``mode`` they score.
 
     Subclasses implement :meth:`score_row`. ``parse`` defaults to the
-    project's parser; tests and other parsers can inject their own.
+    project's parser (called with ``expect_think`` for "think" rows); tests
+    and other parsers can inject their own.
     """
 
     __name__ = "completion_reward"
-    mode: str = "fast"
+    modes: tuple[str, ...] = RANK_MODES
 
     def __init__(self, parse: Parser | None = None) -> None:
         self._parse = parse
@@ -105,14 +111,18 @@ class CompletionReward:
             self._parse = default_parser()
         return self._parse
 
+    def parse_row(self, text: str, ids: list[str], mode: str) -> Any:
+        return self.parse(text, ids, expect_think=mode == "think")
+
     def __call__(self, prompts: list, completions: list, candidate_ids: list, mode: list | None = None, **columns: Any) -> list[float | None]:
         out: list[float | None] = []
         for i, completion in enumerate(completions):
-            if mode is not None and mode[i] != self.mode:
+            row_mode = "fast" if mode is None else mode[i]
+            if row_mode not in self.modes:
                 out.append(None)
                 continue
             ids = list(candidate_ids[i])
-            parsed = self.parse(completion_text(completion), ids)
+            parsed = self.parse_row(completion_text(completion), ids, row_mode)
             out.append(float(self.score_row(parsed, i, ids, columns)))
         return out
 
@@ -163,18 +173,29 @@ class NDCGReward(CompletionReward):
 class FormatReward(CompletionReward):
     """Parser format score (1 = clean output) minus a penalty for overlong text.
 
-    The length penalty grows linearly past ``budget`` tokens and reaches
-    ``penalty`` at twice the budget; it stops the policy from rambling, which
-    costs generation time in every later simulation.
+    Rankings are scored by the ranking parser, memory updates by the
+    reflection parser. The length penalty grows linearly past ``budget``
+    tokens and reaches ``penalty`` at twice the budget; it stops the policy
+    from rambling, which costs generation time in every later simulation.
     """
 
     __name__ = "format"
+    modes = (*RANK_MODES, "reflect")
 
-    def __init__(self, parse: Parser | None = None, budget: int = 256, penalty: float = 0.5, mode: str = "fast") -> None:
+    def __init__(self, parse: Parser | None = None, budget: int = 256, penalty: float = 0.5, parse_reflection: Callable[[str], Any] | None = None) -> None:
         super().__init__(parse)
         self.budget = max(1, int(budget))
         self.penalty = penalty
-        self.mode = mode
+        self._parse_reflection = parse_reflection
+
+    def parse_row(self, text: str, ids: list[str], mode: str) -> Any:
+        if mode != "reflect":
+            return super().parse_row(text, ids, mode)
+        if self._parse_reflection is None:
+            from policies.llm.parsing import parse_reflection
+
+            self._parse_reflection = parse_reflection
+        return self._parse_reflection(text)
 
     def __call__(self, prompts: list, completions: list, candidate_ids: list, mode: list | None = None, **columns: Any) -> list[float | None]:
         self._lengths = _completion_lengths(completions, columns.get("completion_ids"))

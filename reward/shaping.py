@@ -6,7 +6,7 @@ Python for evaluation and for code outside TRL.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -24,10 +24,13 @@ from reward.ranking import (
     order_to_scores,
     tier_rewards,
 )
+from starec_env.configtools import config_from_dict
 from starec_env.metrics import ndcg_graded
 
 #: ``(row indices, new preference descriptions, columns) -> orders`` over each row's follow-up candidates.
 FollowupRanker = Callable[[list[int], list[str], dict], list[list[int]]]
+#: ``(users, descriptions, rewards)``: told how each rewritten description scored (e.g. to keep the best).
+MemoryRecorder = Callable[[list[int], list[str], list[float]], None]
 
 
 def default_reflection_parser() -> Callable[[str], Any]:
@@ -49,15 +52,23 @@ class MemoryAlignmentReward:
     """
 
     __name__ = "memory"
-    mode = "slow"
+    mode = "reflect"
 
-    def __init__(self, rank: FollowupRanker, metric: str = "tier", k: int = 10, parse: Callable[[str], Any] | None = None) -> None:
+    def __init__(
+        self,
+        rank: FollowupRanker,
+        metric: str = "tier",
+        k: int = 10,
+        parse: Callable[[str], Any] | None = None,
+        record: MemoryRecorder | None = None,
+    ) -> None:
         if metric not in ("tier", "ndcg"):
             raise ValueError(f"memory reward metric must be 'tier' or 'ndcg', got {metric!r}")
         self.rank = rank
         self.metric = metric
         self.k = k
         self._parse = parse
+        self.record = record
 
     def __call__(self, prompts: list, completions: list, candidate_ids: list, mode: list | None = None, **columns: Any) -> list[float | None]:
         rows = [i for i in range(len(completions)) if mode is None or mode[i] == self.mode]
@@ -76,6 +87,8 @@ class MemoryAlignmentReward:
             else:
                 util = np.asarray(columns["utilities"][i], dtype=np.float64)
                 out[i] = float(ndcg_graded(order_to_scores(order, len(util))[None], util[None], self.k)[0])
+        if self.record is not None and "user" in columns:
+            self.record([int(columns["user"][i]) for i in rows], memories, [float(out[i]) for i in rows])
         return out
 
 
@@ -95,12 +108,8 @@ class RewardConfig:
     memory_metric: str = "tier"
 
     @classmethod
-    def from_dict(cls, data: dict, where: str = "reward") -> "RewardConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"[{where}] unknown key(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**data)
+    def from_dict(cls, data: dict, where: str = "[reward]") -> "RewardConfig":
+        return config_from_dict(cls, data, where)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,6 +121,7 @@ def build_reward_funcs(
     parse: Parser | None = None,
     followup_ranker: FollowupRanker | None = None,
     respond: Responder | None = None,
+    record_memory: MemoryRecorder | None = None,
     seed: int = 0,
 ) -> tuple[list[Callable], list[float]]:
     """Reward callables and weights for ``GRPOTrainer(reward_funcs=..., args.reward_weights=...)``.
@@ -136,7 +146,7 @@ def build_reward_funcs(
     add(cfg.format, lambda: FormatReward(parse, budget=cfg.length_budget, penalty=cfg.length_penalty))
     if cfg.memory and followup_ranker is None:
         raise ValueError("reward.memory > 0 needs a follow-up ranker for the rewritten descriptions")
-    add(cfg.memory, lambda: MemoryAlignmentReward(followup_ranker, metric=cfg.memory_metric, k=cfg.ndcg_k))
+    add(cfg.memory, lambda: MemoryAlignmentReward(followup_ranker, metric=cfg.memory_metric, k=cfg.ndcg_k, record=record_memory))
     if not funcs:
         raise ValueError("every reward weight is 0: nothing to train on")
     return funcs, weights

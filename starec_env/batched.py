@@ -93,24 +93,33 @@ class BatchedEnv:
     """Vectorised multi-user recommendation environment (see module doc).
 
     ``users`` are the dataset user indices of the agents (row b = agent b).
-    Pass ``dataset`` / ``simulator`` to reuse already built ones.
+    ``dataset`` is a loader name or a ready Dataset; pass ``simulator`` to
+    reuse an already built one. Keyword options override ``cfg`` fields.
     """
 
     def __init__(
         self,
         cfg: EnvConfig | None = None,
         *,
-        dataset: Dataset | None = None,
+        dataset: Dataset | str | None = None,
         simulator: UserSimulator | None = None,
         **overrides: Any,
     ) -> None:
         cfg = cfg or EnvConfig()
+        if dataset is not None:
+            overrides["dataset"] = dataset  # a loader name or a ready Dataset
         if overrides:
             cfg = cfg.replace(**overrides)
         self.cfg = cfg
-        self.dataset = dataset if dataset is not None else load_env_dataset(cfg)
+        self.dataset = load_env_dataset(cfg)
         world_seed = 0 if cfg.seed is None else int(cfg.seed)
         self.simulator = simulator if simulator is not None else build_simulator(self.dataset, cfg.simulator, world_seed)
+        pref = self.simulator.preference
+        if (pref.n_users, pref.n_items) != (self.dataset.n_users, self.dataset.n_items):
+            raise EnvError(
+                f"simulator covers {pref.n_users} users x {pref.n_items} items but dataset "
+                f"{self.dataset.name!r} has {self.dataset.n_users} x {self.dataset.n_items}: build it on the same dataset"
+            )
         if self.dataset.n_items < cfg.n_candidates:
             raise EnvError(
                 f"dataset {self.dataset.name!r} has {self.dataset.n_items} items, fewer than n_candidates={cfg.n_candidates}"

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from starec_env.simulator.config import SimulatorConfig
+from starec_env.simulator.config import SimulatorConfig, check_options
 
 MODES = ("online", "offline")
 
@@ -65,10 +65,7 @@ class EnvConfig:
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "EnvConfig":
         """Build from plain values (e.g. a TOML table); unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown environment option(s) {unknown}; known: {sorted(known)}")
+        check_options(cls, values, "environment option", source)
         return cls(**values)
 
     @classmethod

@@ -82,7 +82,7 @@ class StarecParallelEnv(ParallelEnv):
         self,
         cfg: EnvConfig | None = None,
         *,
-        dataset: Dataset | None = None,
+        dataset: Dataset | str | None = None,
         simulator: Any = None,
         **config: Any,
     ) -> None:

@@ -135,7 +135,7 @@ class LeaveOneOut:
                 ratings[b, h - k:] = ds.rating_arr[lo:t]
             rng = np.random.default_rng([self.seed, _USER_STREAM, int(u)])
             seen = ds.item_arr[off[u]:off[u + 1]]
-            negatives = _sample_unseen(rng, ds.n_items, seen, self.n_negatives)
+            negatives = sample_unseen(rng, ds.n_items, seen, self.n_negatives)
             pos = int(rng.integers(c))
             candidates[b] = np.insert(negatives, pos, ds.item_arr[t])
             target_pos[b] = pos
@@ -201,7 +201,7 @@ class LeaveOneOut:
         }
 
 
-def _sample_unseen(rng: np.random.Generator, n_items: int, seen: np.ndarray, k: int) -> np.ndarray:
+def sample_unseen(rng: np.random.Generator, n_items: int, seen: np.ndarray, k: int) -> np.ndarray:
     """``k`` distinct items drawn uniformly from those not in ``seen``.
 
     Rejection sampling keeps this O(k) for large catalogues; when the user has

@@ -184,3 +184,11 @@ def test_lazy_package_attributes():
     assert starec_env.BatchedEnv is BatchedEnv
     with pytest.raises(AttributeError):
         starec_env.no_such_thing  # noqa: B018
+
+
+def test_simulator_of_another_dataset_is_rejected(world):
+    from starec_env.simulator import build_simulator
+
+    other = build_simulator(generate_world(SyntheticConfig(n_users=20, n_items=50)), seed=0)
+    with pytest.raises(EnvError, match="same dataset"):
+        BatchedEnv(dataset=world, simulator=other, n_users=5)

@@ -60,7 +60,7 @@ def test_ndcg_reward_orders_completions_by_quality():
 
 
 def test_rewards_skip_rows_of_the_other_mode():
-    modes = ["fast", "slow"]
+    modes = ["fast", "reflect"]
     got = RankTierReward()([[]] * 2, ["Ranking: A", "x"], candidate_ids=[IDS] * 2, target=[0, 0], mode=modes)
     assert got == [1.0, None]
 
@@ -108,7 +108,7 @@ def test_memory_reward_scores_the_follow_up_ranking():
         "<think>hmm</think><preference>Likes thrillers.</preference>",
         "Ranking: A",
     ]
-    got = r([[]] * 3, comps, candidate_ids=[IDS[:3]] * 3, target=[0, 0, 0], mode=["slow", "slow", "fast"])
+    got = r([[]] * 3, comps, candidate_ids=[IDS[:3]] * 3, target=[0, 0, 0], mode=["reflect", "reflect", "fast"])
     assert got == [1.0, -1.0, None]
     assert calls["memories"] == ["Loves comedy and drama.", "Likes thrillers."]
 
@@ -130,7 +130,7 @@ def test_configuration_errors_are_clear():
         build_reward_funcs(RewardConfig(memory=1.0))
     with pytest.raises(ValueError, match="simulator"):
         build_reward_funcs(RewardConfig(feedback=1.0, memory=0.0))
-    with pytest.raises(ValueError, match="unknown key"):
+    with pytest.raises(ValueError, match="unknown option"):
         RewardConfig.from_dict({"rank_teir": 1.0})
     with pytest.raises(ValueError, match="target"):
         RankTierReward()([[]], ["Ranking: A"], candidate_ids=[IDS], target=[-1])

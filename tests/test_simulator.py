@@ -208,3 +208,16 @@ def test_fidelity_report(world, sim, real_like, fitted):
     assert exact["rating_tv_distance"] < 0.05
     assert abs(exact["popularity"]["data"]["gini"] - exact["popularity"]["simulated"]["gini"]) < 0.1
     assert fidelity_report(world, sim, seed=0) == exact  # seeded
+
+
+def test_candidate_sampler_exact_completion_when_draws_cannot_succeed():
+    # Only consumed items were ever logged, so popularity draws always fail:
+    # the exact completion must serve the 20 free (never-logged) items.
+    n_items = 50
+    consumed = np.zeros((3, n_items), bool)
+    consumed[:, :30] = True
+    state = UserState(np.arange(3), np.packbits(consumed, axis=1, bitorder="little"), consumed.sum(1),
+                      np.zeros((3, 1), np.float32), np.ones(3, np.float32), np.ones(3, bool), np.zeros(n_items), n_items)
+    cand = CandidateSampler(np.arange(10), n_items, 1.0).sample(state, np.arange(3), 20, np.random.default_rng(0))
+    for row in cand.tolist():
+        assert sorted(row) == list(range(30, 50))

@@ -7,7 +7,7 @@ speed for memory we have. Both trainers get their common arguments here.
 from __future__ import annotations
 
 import csv
-import json
+import io
 import os
 import shutil
 import tempfile
@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from experiments.train.config import TrainConfig
+from experiments.config import RunConfig
+from experiments.report import atomic_write
 
 #: Files that make a saved folder loadable as a model.
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "adapter_model.safetensors")
@@ -32,7 +33,8 @@ class CSVLogger(TrainerCallback):
 
     On (re)start, rows logged after the step being resumed from are dropped
     (they will be replayed), so a resumed run keeps one continuous file. The
-    header grows when a new metric appears; every write is atomic.
+    header grows when a new metric appears; every write is atomic and only
+    the main process writes (multi-process runs through ``accelerate``).
     """
 
     def __init__(self, path: Path) -> None:
@@ -49,14 +51,11 @@ class CSVLogger(TrainerCallback):
         columns: list[str] = []
         for r in self.rows:
             columns.extend(k for k in r if k not in columns)
-        write_atomic(self.path, lambda fh: _write_rows(fh, columns, self.rows))
-
-
-def _write_rows(fh: Any, columns: list[str], rows: list[dict]) -> None:
-    writer = csv.DictWriter(fh, fieldnames=columns)
-    writer.writeheader()
-    for r in rows:
-        writer.writerow({k: r.get(k, "") for k in columns})
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows({k: r.get(k, "") for k in columns} for r in self.rows)
+        atomic_write(self.path, lambda fh: fh.write(buf.getvalue().encode()))
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -66,31 +65,27 @@ def read_csv(path: Path) -> list[dict]:
         return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
 
 
-def write_atomic(path: Path, write: Any, mode: str = "w") -> None:
-    """Write through a temp file in the same folder, then ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, mode, newline="" if "b" not in mode else None) as fh:
-            write(fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def is_main_process() -> bool:
+    """True outside ``accelerate launch`` and on its rank-0 process: only it
+    writes models, facts and reports (every rank trains)."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
-def write_json(path: Path, data: Any) -> None:
-    write_atomic(path, lambda fh: json.dump(data, fh, indent=2, default=str))
+def wait_for_everyone() -> None:
+    """Barrier between the ranks of a multi-process run (no-op otherwise)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        from accelerate import PartialState
+
+        PartialState().wait_for_everyone()
 
 
-def use_cpu(cfg: TrainConfig) -> bool:
+def use_cpu(cfg: RunConfig) -> bool:
     if cfg.device == "auto":
         return not torch.cuda.is_available()
     return cfg.device == "cpu"
 
 
-def trainer_kwargs(cfg: TrainConfig, output_dir: Path, save_steps: int) -> dict:
+def trainer_kwargs(cfg: RunConfig, output_dir: Path, save_steps: int) -> dict:
     """Arguments both TRL configs share (CPU-safe precision, logging, saving)."""
     cpu = use_cpu(cfg)
     bf16 = (not cpu) and cfg.model.dtype in (None, "bfloat16")
@@ -106,10 +101,10 @@ def trainer_kwargs(cfg: TrainConfig, output_dir: Path, save_steps: int) -> dict:
         save_steps=max(1, save_steps),
         save_total_limit=2,
         report_to=["tensorboard"],
-        seed=cfg.seed,
-        data_seed=cfg.seed,
+        seed=cfg.data.seed,
+        data_seed=cfg.data.seed,
         dataloader_num_workers=0,
-        disable_tqdm=False,
+        disable_tqdm=not cfg.progress,
     )
 
 
@@ -158,8 +153,12 @@ def check_model_dir(path: Path, what: str = "model folder") -> Path:
 
 
 def save_model_atomic(model: Any, tokenizer: Any, target: Path) -> Path:
-    """Save model + tokenizer to a temp folder, then swap it into place."""
+    """Save model + tokenizer to a temp folder, then swap it into place
+    (main process only; the others wait until the folder is there)."""
     target = Path(target)
+    if not is_main_process():
+        wait_for_everyone()
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
     try:
@@ -176,4 +175,5 @@ def save_model_atomic(model: Any, tokenizer: Any, target: Path) -> Path:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    wait_for_everyone()
     return target

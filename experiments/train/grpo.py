@@ -15,10 +15,10 @@ from typing import Any, Callable
 import torch
 
 from experiments.train.common import CSVLogger, check_model_dir, last_checkpoint, save_model_atomic, trainer_kwargs, use_cpu
-from experiments.train.config import TrainConfig
+from experiments.config import RunConfig
 
 
-def grpo_args(cfg: TrainConfig, output_dir: Path, weights: list[float]) -> Any:
+def grpo_args(cfg: RunConfig, output_dir: Path, weights: list[float]) -> Any:
     """GRPOConfig for one step = ``prompts_per_step`` prompts x ``num_generations`` completions."""
     from trl import GRPOConfig
 
@@ -42,7 +42,7 @@ def grpo_args(cfg: TrainConfig, output_dir: Path, weights: list[float]) -> Any:
 
 
 def train_grpo(
-    cfg: TrainConfig,
+    cfg: RunConfig,
     start: Path,
     train_ds: Any,
     reward_funcs: list[Callable],
@@ -82,7 +82,7 @@ def train_grpo(
     resume = last_checkpoint(out_dir / "checkpoints")
     began = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed)  # generation sampling draws from the global RNG inside TRL; keep it local
+        torch.manual_seed(cfg.data.seed)  # generation sampling draws from the global RNG inside TRL; keep it local
         trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - began
     save_model_atomic(trainer.model, tokenizer, out_dir / "model")

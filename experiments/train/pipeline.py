@@ -1,38 +1,40 @@
-"""The anchored-training pipeline: distill -> RL -> eval, as stage functions.
+"""The anchored-training stages of ``python -m experiments.run``: distill and RL.
 
-``run_distill(cfg, out_dir)``, ``run_rl(cfg, out_dir)``, ``run_eval(cfg,
-out_dir)`` and ``run_all(cfg, out_dir)`` each accept a
-:class:`~experiments.train.config.TrainConfig` (or a preset name / TOML path
-/ dict) and write into ``out_dir``:
+Both take the run's :class:`~experiments.config.RunConfig` and write into
+``cfg.out``:
 
-* ``base/`` the untrained student, ``sft/`` (checkpoints, metrics.csv,
-  TensorBoard runs, ``model/``), ``rl/`` (SFT + GRPO), ``rl-only/`` (GRPO
-  from the base model, the "without SFT anchoring" ablation);
-* ``distill.json`` / ``rl.json`` facts (data fraction used, steps, time);
-* ``results.json`` rows ``starec``, ``starec-sft``, ``starec-rl-only``,
-  ``starec-noreflect``, ``teacher`` beside the configured baselines.
+* ``base/`` the untrained student; ``sft/`` (checkpoints, metrics.csv,
+  TensorBoard runs, ``model/``); ``rl/`` (GRPO from the SFT model) and
+  ``rl-only/`` (GRPO from the base model: the "without SFT anchoring"
+  ablation, trained when the ``starec-rl-only`` row is asked for);
+* ``distill.json`` / ``rl.json`` / ``rl-only.json`` facts (data fraction
+  used, trace filter statistics, steps, time, first/last reward).
 
-Standalone: ``python -m experiments.train.pipeline --preset smoke --stage all --out runs/train``.
+The evaluation rows that use these folders are built by
+:func:`trained_factories`. Formats trained: see :mod:`experiments.train.rollout`.
 """
 from __future__ import annotations
 
-import argparse
-import sys
+import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-from experiments.train.common import check_model_dir, write_json
-from experiments.train.config import ConfigError, TrainConfig, as_config, load_config
+from experiments.config import TRAINED_ROWS, ConfigError, RunConfig
+from experiments.report import write_json
+from policies.base import Policy
+from experiments.train.common import check_model_dir, is_main_process
 from experiments.train.rollout import (
     RANK_PREFIX,
+    MemoryBank,
     PromptRenderer,
     States,
     offline_states,
     online_transitions,
+    simulator_responder,
     view_from_json,
     view_of,
 )
@@ -40,144 +42,155 @@ from experiments.train.rollout import (
 
 @dataclass
 class Context:
-    """The world, the evaluation protocol and the prompt machinery of a run."""
+    """The world, the training data and the prompt machinery of a run.
 
-    cfg: TrainConfig
-    run_cfg: Any
+    ``split`` holds what training may see: every user's interactions before
+    the held-out target of *any* evaluation seed (so no seed's targets leak
+    into training); ``eval_users`` are the users some seed evaluates (kept
+    out of the online RL sessions too).
+    """
+
+    cfg: RunConfig
     world: Any
-    protocol: Any
+    split: Any
+    eval_users: np.ndarray
     evidence: Any
     renderer: PromptRenderer
 
 
-def run_config(cfg: TrainConfig, out_dir: Path | None = None) -> Any:
-    """The benchmark RunConfig matching the training config (same world and protocol)."""
-    from experiments.config import load_run_config
-
-    return load_run_config(
-        overrides={
-            "data": {"dataset": cfg.data.dataset, "data_dir": cfg.data.data_dir, "seed": cfg.seed, "options": dict(cfg.data.options)},
-            "protocol": {
-                "users": cfg.data.eval_users,
-                "negatives": cfg.data.n_negatives,
-                "history_len": cfg.data.history_len,
-                "positive_threshold": cfg.data.positive_threshold,
-                "batch_size": cfg.eval.batch_size,
-            },
-            "seeds": list(cfg.eval.seeds),
-            "policies": list(cfg.eval.baselines),
-            "online": {"enabled": cfg.eval.online_users > 0, "users": max(1, cfg.eval.online_users)},
-            "out": str(out_dir or "runs/train"),
-        }
-    )
-
-
-def prepare(cfg: TrainConfig) -> Context:
+def prepare(cfg: RunConfig) -> Context:
     from experiments.evaluate import load_world
     from policies.base import PolicyContext
     from policies.llm.evidence import EvidenceBuilder, EvidenceConfig
     from starec_env.protocol import LeaveOneOut
+    from starec_env.types import TrainSplit
 
-    run_cfg = run_config(cfg)
-    world = load_world(run_cfg)
-    protocol = LeaveOneOut(
-        world.dataset,
-        n_negatives=cfg.data.n_negatives,
-        n_users=cfg.data.eval_users,
-        history_len=cfg.data.history_len,
-        positive_threshold=cfg.data.positive_threshold,
-        seed=cfg.seed,
-    )
+    world = load_world(cfg)
+    ds, p = world.dataset, cfg.protocol
+    cut = np.full(ds.n_users, np.iinfo(np.int64).max, dtype=np.int64)
+    for seed in cfg.seeds:
+        protocol = LeaveOneOut(ds, n_negatives=p.negatives, n_users=p.users, history_len=p.history_len,
+                               positive_threshold=p.positive_threshold, seed=seed)
+        np.minimum.at(cut, protocol.users, protocol.target_rows)
+    keep = np.arange(len(ds.interactions)) < cut[ds.user_arr]
+    eval_users = np.flatnonzero(cut < np.iinfo(np.int64).max)
+    split = TrainSplit(ds, ds.interactions[keep].reset_index(drop=True), eval_users)
     evidence = None
     if cfg.prompt.evidence:
-        evidence = EvidenceBuilder(PolicyContext(world.dataset, seed=cfg.seed), EvidenceConfig())
-        evidence.fit(protocol.split)
-    return Context(cfg, run_cfg, world, protocol, evidence, PromptRenderer(world.dataset, cfg, evidence))
+        evidence = EvidenceBuilder(PolicyContext(ds, seed=cfg.data.seed), EvidenceConfig())
+        evidence.fit(split)
+    return Context(cfg, world, split, eval_users, evidence, PromptRenderer(ds, cfg, evidence))
 
 
-def _train_users(ctx: Context, n: int, rng: np.random.Generator) -> np.ndarray:
-    users = np.unique(ctx.protocol.split.interactions["user"].to_numpy(np.int64))
-    return np.sort(rng.choice(users, size=min(n, len(users)), replace=False))
-
-
-def teacher_samples(ctx: Context, states: States) -> list:
+def teacher_samples(dataset: Any, evidence: Any, states: States) -> list:
     """Teacher tasks for ranking states (view, evidence with its signals, truth)."""
     from policies.llm.evidence import render_lines
     from policies.llm.teachers import TeacherSample
 
-    table = ctx.evidence.table(states.batch) if ctx.evidence is not None else None
+    table = evidence.table(states.batch) if evidence is not None else None
     lines = render_lines(table) if table is not None else None
     c = states.batch.candidates.shape[1]
-    out = []
-    for r in range(len(states)):
-        out.append(
-            TeacherSample(
-                view=view_of(ctx.world.dataset, states.batch, r),
-                key=int(states.batch.users[r]),
-                evidence=lines[r] if lines is not None else None,
-                signals=[table.signals(r, j) for j in range(c)] if table is not None else None,
-                utilities=states.utilities[r],
-                target=int(states.target_pos[r]),
-                rating=5.0,
-                user=int(states.batch.users[r]),
-                items=tuple(int(i) for i in states.batch.candidates[r]),
-            )
+    return [
+        TeacherSample(
+            view=view_of(dataset, states.batch, r),
+            key=int(states.batch.users[r]),
+            evidence=lines[r] if lines is not None else None,
+            signals=[table.signals(r, j) for j in range(c)] if table is not None else None,
+            utilities=states.utilities[r],
+            target=int(states.target_pos[r]),
+            rating=float(states.target_rating[r]) if states.target_rating is not None else None,
+            user=int(states.batch.users[r]),
+            items=tuple(int(i) for i in states.batch.candidates[r]),
         )
+        for r in range(len(states))
+    ]
+
+
+def _fast_records(ctx: Context, traces: list, rng: np.random.Generator, share: float) -> list[dict]:
+    """The bare-ranking form of a share of the kept think-first traces: same
+    prompt content, the teacher's order as one ``Ranking:`` line."""
+    from policies.llm.parsing import parse_ranking
+
+    out = []
+    for t in traces:
+        if rng.random() >= share:
+            continue
+        s = t.sample
+        order = parse_ranking(t.completion, s.ids).order
+        prompt = ctx.renderer.rank_prompt(s.view, s.memory, s.evidence, "fast")
+        out.append({"prompt": prompt, "completion": [{"role": "assistant", "content": RANK_PREFIX + " " + " > ".join(s.ids[i] for i in order)}]})
     return out
 
 
-def run_distill(cfg: TrainConfig | Any, out_dir: str | Path) -> dict:
+def run_distill(cfg: RunConfig) -> dict:
     """Stage 1: teacher traces on training users -> filter/rethink -> SFT."""
-    from policies.llm.models import load_model
-    from policies.llm.teachers import DistillConfig as TeacherDistill
-    from policies.llm.teachers import FilterConfig, distill, make_teacher, reflect_samples, to_hf_dataset
+    import datasets
+
     from experiments.train.common import save_model_atomic
     from experiments.train.sft import train_sft
+    from policies.llm.models import load_model
+    from policies.llm.teachers import DistillConfig, FilterConfig, distill, make_teacher, reflect_samples, to_records
 
-    cfg, out = as_config(cfg), Path(out_dir)
+    out = Path(cfg.out)
     began = time.perf_counter()
     ctx = prepare(cfg)
-    rng = np.random.default_rng([cfg.seed, 1])
-    users = _train_users(ctx, cfg.distill.train_users, rng)
-    states = offline_states(ctx.world.dataset, ctx.world.simulator, ctx.protocol.split.interactions, users, cfg, rng)
-    samples = teacher_samples(ctx, states)
-    teacher = make_teacher(cfg.distill.teacher, seed=cfg.seed)
-    tcfg = TeacherDistill(max_rethinks=cfg.distill.rethink, filter=FilterConfig(min_ndcg=cfg.distill.min_ndcg))
+    rng = np.random.default_rng([cfg.data.seed, 1])
+    split = ctx.split.interactions
+    all_users = np.unique(split["user"].to_numpy(np.int64))
+    users = np.sort(rng.choice(all_users, size=min(cfg.distill.train_users, len(all_users)), replace=False))
+    states = offline_states(ctx.world.dataset, ctx.world.simulator, split, users, cfg.protocol, rng)
+    samples = teacher_samples(ctx.world.dataset, ctx.evidence, states)
+    teacher = make_teacher(cfg.distill.teacher, seed=cfg.data.seed)
+    tcfg = DistillConfig(max_rethinks=cfg.distill.rethink, filter=FilterConfig(min_ndcg=cfg.distill.min_ndcg), prompt=ctx.renderer.prompt_cfg)
     ranked = distill(teacher, samples, "rank", tcfg)
-    n_slow = int(round(cfg.distill.slow_fraction * len(samples)))
-    predicted = [np.argsort(-ctx.evidence.table(states.batch.take(np.array([r]))).scores["genre"][0], kind="stable") if ctx.evidence is not None else rng.permutation(states.batch.candidates.shape[1]) for r in range(n_slow)]
-    reflected = distill(teacher, reflect_samples(samples[:n_slow], predicted), "reflect", tcfg) if n_slow else None
+    n_reflect = int(round(cfg.distill.reflect_fraction * len(samples)))
+    reflected = None
+    if n_reflect:
+        # the agent's own prediction before feedback: the genre agent's order (a plausible, imperfect guess)
+        guess = ctx.evidence.table(states.batch).scores["genre"] if ctx.evidence is not None else rng.random(states.utilities.shape)
+        predicted = np.argsort(-guess[:n_reflect], axis=1, kind="stable")
+        reflected = distill(teacher, reflect_samples(samples[:n_reflect], predicted), "reflect", tcfg)
     traces = ranked.traces + (reflected.traces if reflected else [])
     if not traces:
         raise ConfigError(f"the {cfg.distill.teacher!r} teacher produced no trace that passed the filter: {ranked.stats}")
-    ds = to_hf_dataset(traces).select_columns(["prompt", "completion"])
-    split = ctx.protocol.split.interactions
+    records = [{"prompt": r["prompt"], "completion": r["completion"]} for r in to_records(traces)]
+    records += _fast_records(ctx, ranked.traces, rng, cfg.distill.fast_fraction)
+    order = rng.permutation(len(records))
+    train_ds = datasets.Dataset.from_list([records[i] for i in order])
     used = split[split["user"].isin(users)]
-    model, tok = load_model(cfg.model.name, dtype=cfg.model.dtype, threads=cfg.model.threads, seed=cfg.seed)
+    model, tok = load_model(cfg.model.name, dtype=cfg.model.dtype, threads=cfg.threads or None, seed=cfg.data.seed)
     save_model_atomic(model, tok, out / "base")
     facts = {
         "teacher": cfg.distill.teacher,
+        "model": cfg.model.name,
         "users": int(len(users)),
         "states": int(len(states)),
         "rank": ranked.stats,
         "reflect": reflected.stats if reflected else None,
-        "examples": len(ds),
+        "examples": len(train_ds),
+        "examples_by_format": {"think": len(ranked.traces), "reflect": len(reflected.traces) if reflected else 0,
+                               "fast": len(records) - len(traces)},
         "train_interactions_used": int(len(used)),
         "train_interactions_total": int(len(split)),
         "data_fraction": len(used) / max(1, len(split)),
-        "sft": train_sft(cfg, model, tok, ds, out / "sft"),
+        "sft": train_sft(cfg, model, tok, train_ds, out / "sft"),
     }
     facts["seconds"] = round(time.perf_counter() - began, 2)
-    write_json(out / "distill.json", facts)
+    if is_main_process():
+        write_json(out / "distill.json", facts)
+    print(f"distill: {facts['examples']} SFT examples from {facts['users']} users "
+          f"({100 * facts['data_fraction']:.1f}% of training interactions), {facts['sft']['steps']} steps, {facts['seconds']}s")
     return facts
 
 
 class FollowupRanker:
-    """Ranks each slow row's follow-up decision with the new description, by
-    the current policy's scoring path (one forward pass per prompt)."""
+    """Ranks each reflect row's follow-up decision with the new description, by
+    the current policy's scoring path (one forward pass per prompt), and
+    keeps the best descriptions in a :class:`MemoryBank`."""
 
-    def __init__(self, renderer: PromptRenderer) -> None:
+    def __init__(self, renderer: PromptRenderer, bank: MemoryBank) -> None:
         self.renderer = renderer
+        self.bank = bank
         self.backend = None
 
     def bind(self, trainer: Any) -> None:
@@ -186,8 +199,6 @@ class FollowupRanker:
         self.backend = LLMBackend(trainer.model, trainer.processing_class, batch_size=8)
 
     def __call__(self, rows: list[int], memories: list[str], columns: dict) -> list[list[int]]:
-        import json
-
         if self.backend is None:
             raise RuntimeError("FollowupRanker used before bind(trainer)")
         chats, options = [], []
@@ -199,146 +210,165 @@ class FollowupRanker:
         return [list(np.argsort(-s, kind="stable")) for s in logp]
 
 
-def prompt_stream(ctx: Context, seed: int):
-    """Endless RL rows from the live simulation (fast and slow, mixed)."""
+def prompt_stream(ctx: Context, seed: int, bank: MemoryBank) -> Iterator[dict]:
+    """Endless RL rows from the live simulation (or the training split), formats mixed."""
+    from experiments.evaluate import make_env
     from policies.base import PolicyContext
     from policies.registry import make_policy
-    from experiments.evaluate import make_env
-    from starec_env.types import TrainSplit
 
-    cfg = ctx.cfg
+    rl = ctx.cfg.rl
     rng = np.random.default_rng([seed, 2])
     ds = ctx.world.dataset
-    if cfg.rl.source == "online":
-        env = make_env(ctx.run_cfg, ctx.world)
+
+    def modes(n: int, allow_reflect: bool) -> np.ndarray:
+        u = rng.random(n)
+        reflect = allow_reflect & (u < rl.reflect_fraction)
+        fast = ~reflect & (u < rl.reflect_fraction + rl.fast_fraction)
+        return np.where(reflect, "reflect", np.where(fast, "fast", "think"))
+
+    if rl.source == "online":
+        env = make_env(ctx.cfg, ctx.world)
+        pool = np.setdiff1d(np.arange(ds.n_users), ctx.eval_users)
+        if not len(pool):
+            raise ConfigError("every user is an evaluation user: no one is left for online RL (lower protocol.users)")
+        agents = np.sort(rng.choice(pool, size=min(env.n_agents, len(pool)), replace=False))
         behaviour = make_policy("genre", PolicyContext(ds, seed=seed))
-        behaviour.fit(TrainSplit(ds, ds.interactions, np.arange(ds.n_users)))
-        for before, predicted, (chosen, rating), after in online_transitions(env, behaviour, seed):
-            slow = rng.random(len(before)) < cfg.rl.slow_fraction
-            fast_idx, slow_idx = np.flatnonzero(~slow), np.flatnonzero(slow)
-            rows = []
-            if len(fast_idx):
-                rows += ctx.renderer.fast_rows(_take(before, fast_idx), [""] * len(fast_idx))
-            if len(slow_idx):
-                rows += ctx.renderer.slow_rows(
-                    _take(before, slow_idx), predicted[slow_idx], chosen[slow_idx], rating[slow_idx], _take(after, slow_idx), [""] * len(slow_idx)
-                )
+        behaviour.fit(ctx.split)
+        for before, predicted, (chosen, rating), after in online_transitions(env, behaviour, seed, agents):
+            mode = modes(len(before), True)
+            memories = [bank.get(u) for u in before.batch.users]
+            rank = np.flatnonzero(mode != "reflect")
+            refl = np.flatnonzero(mode == "reflect")
+            rows = ctx.renderer.rank_rows(before.take(rank), [memories[i] for i in rank], list(mode[rank]))
+            rows += ctx.renderer.reflect_rows(
+                before.take(refl), predicted[refl], chosen[refl], rating[refl], after.take(refl), [memories[i] for i in refl]
+            )
             yield from rows
     else:
-        interactions = ctx.protocol.split.interactions
+        interactions = ctx.split.interactions
         users = np.unique(interactions["user"].to_numpy(np.int64))
         while True:
             pick = np.sort(rng.choice(users, size=min(32, len(users)), replace=False))
-            states = offline_states(ds, ctx.world.simulator, interactions, pick, cfg, rng)
-            yield from ctx.renderer.fast_rows(states, [""] * len(states))
+            states = offline_states(ds, ctx.world.simulator, interactions, pick, ctx.cfg.protocol, rng)
+            yield from ctx.renderer.rank_rows(states, [bank.get(u) for u in states.batch.users], list(modes(len(states), False)))
 
 
-def _take(states: States, rows: np.ndarray) -> States:
-    return States(states.batch.take(rows), states.target_pos[rows], states.utilities[rows])
+def run_rl(cfg: RunConfig) -> dict:
+    """Stage 2: GRPO on live prompts from the SFT model (``rl/``) and, when the
+    ``starec-rl-only`` row is configured, from the base model (``rl-only/``)."""
+    out = Path(cfg.out)
+    starts = {"rl": out / "sft" / "model"}
+    if "starec-rl-only" in cfg.policies:
+        starts["rl-only"] = out / "base"
+    for name, start in starts.items():
+        check_model_dir(start, what=f"start model of {name!r} (run --stage distill first)")
+    ctx = prepare(cfg)
+    return {name: train_rl(ctx, start, name) for name, start in starts.items()}
 
 
-def run_rl(cfg: TrainConfig | Any, out_dir: str | Path, start: str | Path | None = None, name: str = "rl") -> dict:
-    """Stage 2: GRPO from ``start`` (default: the SFT model) on live prompts."""
+def train_rl(ctx: Context, start: Path, name: str) -> dict:
+    """One GRPO run from ``start`` into ``cfg.out/name``; every reward term is logged on its own."""
     from datasets import IterableDataset
 
     from experiments.train.grpo import train_grpo
     from reward.shaping import build_reward_funcs
 
-    cfg, out = as_config(cfg), Path(out_dir)
-    start = Path(start) if start is not None else out / "sft" / "model"
-    check_model_dir(start, what="GRPO start model")
-    ctx = prepare(cfg)
-    ranker = FollowupRanker(ctx.renderer)
-    funcs, weights = build_reward_funcs(cfg.reward, followup_ranker=ranker if cfg.reward.memory else None, seed=cfg.seed)
-    stream = IterableDataset.from_generator(_generate, gen_kwargs={"ctx": [ctx], "seed": cfg.seed})
+    cfg, out = ctx.cfg, Path(ctx.cfg.out)
+    bank = MemoryBank()
+    ranker = FollowupRanker(ctx.renderer, bank)
+    try:
+        funcs, weights = build_reward_funcs(
+            cfg.reward,
+            followup_ranker=ranker if cfg.reward.memory else None,
+            respond=simulator_responder(ctx.world.simulator),
+            record_memory=bank.record,
+            seed=cfg.data.seed,
+        )
+    except ValueError as err:
+        raise ConfigError(f"[reward]: {err}") from None
+    stream = IterableDataset.from_generator(_generate, gen_kwargs={"ctx": [ctx], "seed": cfg.data.seed, "bank": [bank]})
     facts = train_grpo(cfg, start, stream, funcs, weights, out / name, on_trainer=ranker.bind)
-    write_json(out / f"{name}.json", facts)
+    facts["memories_written"] = len(bank.memories)
+    if is_main_process():
+        write_json(out / f"{name}.json", facts)
+    print(f"rl ({name}): {facts['steps']} GRPO steps in {facts['seconds']}s, reward {facts['first_reward']} -> {facts['last_reward']}")
     return facts
 
 
-def _generate(ctx: list, seed: int):
-    # ``ctx`` comes wrapped in a list: datasets treats list kwargs as shards.
-    yield from prompt_stream(ctx[0], seed)
+def _generate(ctx: list, seed: int, bank: list):
+    # objects come wrapped in one-element lists: datasets treats list kwargs as shards
+    yield from prompt_stream(ctx[0], seed, bank[0])
 
 
-def run_eval(cfg: TrainConfig | Any, out_dir: str | Path) -> list[dict]:
-    """Stage 3: the trained students beside the teacher and the baselines."""
-    from dataclasses import replace as dc_replace
+# ---------------------------------------------------------------- evaluation
+def trained_rows(cfg: RunConfig) -> tuple[RunConfig, dict[str, Callable]]:
+    """The run config with each trained row's model folder filled in, and
+    factories for the configured rows backed by training outputs.
 
-    from experiments.evaluate import benchmark
-    from experiments.report import write_report
-    from policies.registry import register
-
-    cfg, out = as_config(cfg), Path(out_dir)
-    models = {"starec": out / "rl" / "model", "starec-sft": out / "sft" / "model", "starec-rl-only": out / "rl-only" / "model", "starec-noreflect": out / "rl" / "model"}
-    rows = [r for r in cfg.eval.rows if r != "teacher"]
-    for row in rows:
-        check_model_dir(models[row], what=f"model of row {row!r}")
-    from policies.llm.agents import make_starec
-
-    register("starec-sft", make_starec)
-    register("starec-rl-only", make_starec)
-    register("starec-noreflect", _make_noreflect)
-    run_cfg = run_config(cfg, out)
-    policies = list(cfg.eval.baselines) + rows + (["teacher"] if "teacher" in cfg.eval.rows else [])
-    options = {r: {"model": str(models[r]), "threads": cfg.model.threads, "batch_size": cfg.eval.batch_size} for r in rows}
-    if "teacher" in policies:
-        register("teacher", _make_teacher_policy)
-    run_cfg = dc_replace(run_cfg, policies=policies, policy={**run_cfg.policy, **options}, privileged=list(run_cfg.privileged) + ["teacher"])
-    results, facts = benchmark(run_cfg)
-    write_report(results, out, {"config": cfg.to_dict(), "facts": facts})
-    return results
-
-
-def _make_noreflect(ctx: Any) -> Any:
-    """STARec without self-reflection: memory is plain history appending."""
-    from policies.llm.agents import LLMAgent, LLMAgentConfig
-
-    return LLMAgent(ctx, LLMAgentConfig.from_options(ctx.options), ranking="generate", reflect=False)
+    ``starec`` (SFT + RL), ``starec-sft``, ``starec-rl-only`` rank with
+    ``[model] ranking`` and reflect after feedback; ``starec-noreflect`` is
+    the RL student with plain history appending; ``teacher`` is the
+    distillation teacher ranking through its own interface. A row whose
+    ``[policy.<row>]`` table names a ``model`` uses that model instead.
+    Missing or broken folders are reported before any evaluation starts.
+    """
+    out = Path(cfg.out)
+    factories: dict[str, Callable] = {}
+    tables = {name: dict(table) for name, table in cfg.policy.items()}
+    for row in cfg.trained_rows():
+        if row == "teacher":
+            factories[row] = lambda ctx: TeacherPolicy(ctx, cfg)
+            continue
+        table = tables.setdefault(row, {})
+        if "model" not in table:
+            folder = out / TRAINED_ROWS[row] / "model"
+            check_model_dir(folder, what=f"model of row {row!r} (run --stage distill and --stage rl first)")
+            table["model"] = str(folder)
+        factories[row] = _student_factory(cfg.model.ranking, reflect=row != "starec-noreflect")
+    return replace(cfg, policy=tables), factories
 
 
-def _make_teacher_policy(ctx: Any) -> Any:
-    """The oracle teacher as a ranking policy (its rankings follow true utilities)."""
-    from policies.oracle import make_oracle
+def _student_factory(ranking: str, reflect: bool) -> Callable:
+    def make(ctx: Any) -> Any:
+        from policies.llm.agents import LLMAgent, LLMAgentConfig
 
-    return make_oracle(ctx)
+        return LLMAgent(ctx, LLMAgentConfig.from_options(ctx.options), ranking=ranking, reflect=reflect)
 
-
-def run_all(cfg: TrainConfig | Any, out_dir: str | Path) -> list[dict]:
-    cfg = as_config(cfg)
-    run_distill(cfg, out_dir)
-    run_rl(cfg, out_dir)
-    if "starec-rl-only" in cfg.eval.rows:
-        run_rl(cfg, out_dir, start=Path(out_dir) / "base", name="rl-only")
-    return run_eval(cfg, out_dir)
+    return make
 
 
-STAGES = {"distill": run_distill, "rl": run_rl, "eval": run_eval, "all": run_all}
+class TeacherPolicy(Policy):
+    """The distillation teacher as a policy: it answers the student's
+    think-first ranking prompt for each user, and its parsed order is the
+    ranking. Privileged (the oracle teacher reads true utilities), so it is
+    an upper bound when the teacher is the oracle."""
 
+    def __init__(self, ctx: Any, cfg: RunConfig) -> None:
+        from policies.llm.evidence import EvidenceBuilder, EvidenceConfig
+        from policies.llm.teachers import make_teacher
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m experiments.train.pipeline", description=__doc__.split("\n\n")[0])
-    p.add_argument("--preset", default="smoke")
-    p.add_argument("--config", help="TOML file refining the preset")
-    p.add_argument("--stage", default="all", choices=sorted(STAGES))
-    p.add_argument("--out", default="runs/train")
-    p.add_argument("--model", help="student model name")
-    p.add_argument("--teacher", help="oracle, http or local:<model>")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="SECTION.KEY=VALUE")
-    args = p.parse_args(argv)
-    sets = list(args.sets)
-    if args.model:
-        sets.append(f'model.name="{args.model}"')
-    if args.teacher:
-        sets.append(f'distill.teacher="{args.teacher}"')
-    try:
-        cfg = load_config(args.preset, args.config, sets)
-        STAGES[args.stage](cfg, args.out)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+        self.name = "teacher"
+        self.upper_bound = cfg.distill.teacher == "oracle"
+        self.ctx = ctx
+        self.cfg = cfg
+        self.teacher = make_teacher(cfg.distill.teacher, seed=ctx.seed)
+        self.evidence = EvidenceBuilder(ctx, EvidenceConfig(enabled=cfg.prompt.evidence))
+        self.renderer = PromptRenderer(ctx.dataset, cfg, self.evidence if cfg.prompt.evidence else None)
+        self.calls = 0
 
+    def fit(self, split: Any) -> None:
+        self.evidence.fit(split)
 
-if __name__ == "__main__":
-    sys.exit(main())
+    def score(self, batch: Any) -> np.ndarray:
+        from policies.llm.parsing import parse_ranking
+
+        util = np.asarray(self.ctx.simulator.utility(batch.users, batch.candidates), dtype=np.float64)
+        states = States(batch, util.argmax(axis=1), util)
+        samples = teacher_samples(self.ctx.dataset, self.evidence if self.cfg.prompt.evidence else None, states)
+        chats = [s.prompt("rank", self.renderer.prompt_cfg) for s in samples]
+        texts = self.teacher.generate("rank", samples, chats, [None] * len(samples))
+        self.calls += len(texts)
+        return np.stack([parse_ranking(t, s.ids, expect_think=True).scores() for t, s in zip(texts, samples)])
+
+    def stats(self) -> dict:
+        return {"teacher": self.cfg.distill.teacher, "teacher_calls": self.calls}

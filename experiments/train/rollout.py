@@ -1,36 +1,57 @@
-"""Prompts for RL drawn from the simulation: ranking states -> TRL rows.
+"""Training prompts drawn from the simulation: decisions -> TRL rows.
 
+Formats (one decision, used identically by distillation, RL and evaluation)
+---------------------------------------------------------------------------
+Every row has a ``mode`` column naming its answer format:
+
+* ``think`` - the paper's ranking: ``<think>...</think>`` then the ranked
+  list with a brief reason each (template ``rank_slow``);
+* ``fast`` - the same ranking as one bare ``Ranking: C > A > ...`` line
+  (template ``rank_fast``); it is what the cheap inference paths read: the
+  no-generation scoring path scores the first identifier after ``Ranking:``;
+* ``reflect`` - slow thinking: the memory update after feedback
+  (``<think>`` analysis, then ``<preference>...</preference>``).
+
+SFT (teacher traces) and GRPO (live simulator prompts) train the *same*
+three formats, so the student never meets a format at evaluation that only
+one stage taught it; the shares are ``[distill]``/``[rl]``
+``fast_fraction`` and ``reflect_fraction`` (the rest are ``think`` rows).
+Evaluation ranks with the cheap forms (``[model] ranking = "score"``), and
+reflects in the online sessions.
+
+States
+------
 A *state* is what one user agent faces at one decision: its history and a
-candidate list, plus what only the simulator knows (the true utility of each
-candidate) and the positive used by the rank-tier reward. States come from
-
-* ``offline``: the training interactions under the paper's protocol (a past
-  positive of a user among unseen negatives, the history before it), or
-* ``online``: the live :class:`~starec_env.batched.BatchedEnv`, stepped by a
-  behaviour policy whose slates the simulated users click and rate (users
-  consume, tire and leave, so the states change as the loop runs); the
-  positive is the candidate the user truly prefers most.
-
-Fast rows ask for a ranking. Slow rows ask for the memory update after a
-decision (own prediction vs. what the user did); their ``candidate_ids`` /
-``target`` / ``utilities`` describe the *follow-up* decision on which the
-rewritten description is scored (:class:`reward.shaping.MemoryAlignmentReward`).
+candidate list, plus what only the simulator knows (true utilities) and the
+positive used by the rank-tier reward. States come from the training
+interactions under the paper's protocol (``offline``: a past positive among
+unseen negatives) or from the live :class:`~starec_env.batched.BatchedEnv`
+stepped by a behaviour policy (``online``; users consume, tire and leave).
+Reflect rows' ``candidate_ids`` / ``target`` / ``utilities`` describe the
+user's *follow-up* decision, on which the rewritten description is scored
+(:class:`reward.shaping.MemoryAlignmentReward`). Preference descriptions
+that earned the best memory reward are kept per user in a
+:class:`MemoryBank` and shown in that user's later prompts, so RL prompts
+carry the memories the policy itself wrote.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import Any, Iterator
 
 import numpy as np
 
-from experiments.train.config import TrainConfig
+from experiments.config import ProtocolSection, RunConfig
+from experiments.evaluate import take_feedback
 from policies.llm.prompts import PromptConfig, candidate_ids, render_rank_prompt, render_reflect_prompt
+from starec_env.protocol import sample_unseen
 from starec_env.types import PAD, RankingBatch
 
 #: Where a scoring ranker reads the answer (the fast template asks for this line).
 RANK_PREFIX = "Ranking:"
+RANK_MODES = ("fast", "think")
 
 
 @dataclass
@@ -40,9 +61,31 @@ class States:
     batch: RankingBatch
     target_pos: np.ndarray
     utilities: np.ndarray
+    target_rating: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.batch)
+
+    def take(self, rows: np.ndarray) -> "States":
+        rating = None if self.target_rating is None else self.target_rating[rows]
+        return States(self.batch.take(rows), self.target_pos[rows], self.utilities[rows], rating)
+
+
+@dataclass
+class MemoryBank:
+    """Per-user preference descriptions written during RL (best memory reward wins)."""
+
+    memories: dict[int, str] = field(default_factory=dict)
+
+    def get(self, user: int) -> str:
+        return self.memories.get(int(user), "")
+
+    def record(self, users: list[int], memories: list[str], rewards: list[float]) -> None:
+        best: dict[int, tuple[float, str]] = {}
+        for user, memory, reward in zip(users, memories, rewards):
+            if memory and (int(user) not in best or reward > best[int(user)][0]):
+                best[int(user)] = (reward, memory)
+        self.memories.update({u: m for u, (_, m) in best.items()})
 
 
 def view_of(dataset: Any, batch: RankingBatch, row: int) -> Any:
@@ -68,10 +111,30 @@ def with_truth(simulator: Any, batch: RankingBatch) -> States:
     return States(batch, util.argmax(axis=1), util)
 
 
+def simulator_responder(simulator: Any):
+    """The simulated user's answer to a slate, for :class:`reward.ranking.FeedbackReward`.
+
+    ``respond(users (B,), slates (B, S) item indices, rng) -> (clicked slate
+    position or -1, rating)``: the simulator's click model (multinomial logit
+    with no-click option and position bias) and rating model, on the
+    state-free true utilities of the decision being trained.
+    """
+
+    def respond(users: np.ndarray, slates: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        util = np.asarray(simulator.utility(users, slates), dtype=np.float32)
+        slot = simulator.response.choose(simulator.response.click_logits(util, slates), rng)
+        hit = slot < slates.shape[1]
+        picked = util[np.arange(len(users)), np.minimum(slot, slates.shape[1] - 1)]
+        rating = simulator.response.rate(picked, rng)
+        return np.where(hit, slot, -1), np.where(hit, rating, 0.0)
+
+    return respond
+
+
 class PromptRenderer:
     """Renders states into TRL rows (``prompt`` chat messages + reward columns)."""
 
-    def __init__(self, dataset: Any, cfg: TrainConfig, evidence: Any = None) -> None:
+    def __init__(self, dataset: Any, cfg: RunConfig, evidence: Any = None) -> None:
         self.dataset = dataset
         self.prompt_cfg = PromptConfig(max_history=cfg.prompt.max_history, max_words=cfg.prompt.max_words)
         self.evidence = evidence  # policies.llm.evidence.EvidenceBuilder or None
@@ -80,25 +143,19 @@ class PromptRenderer:
         return self.evidence.lines(batch) if self.evidence is not None else None
 
     def rank_prompt(self, view: Any, memory: str, evidence: list[str] | None, mode: str = "fast") -> list[dict]:
-        return render_rank_prompt(view, memory, mode=mode, evidence=evidence, config=self.prompt_cfg)
+        return render_rank_prompt(view, memory, mode="slow" if mode == "think" else "fast", evidence=evidence, config=self.prompt_cfg)
 
-    def fast_rows(self, states: States, memories: list[str]) -> list[dict]:
+    def rank_rows(self, states: States, memories: list[str], modes: list[str]) -> list[dict]:
+        """Ranking rows; ``modes[r]`` is "fast" or "think"."""
         lines = self.evidence_lines(states.batch)
         rows = []
         for r in range(len(states)):
             view = view_of(self.dataset, states.batch, r)
-            ev = lines[r] if lines is not None else None
-            rows.append(
-                {
-                    "prompt": self.rank_prompt(view, memories[r], ev),
-                    "mode": "fast",
-                    **self._columns(states, r),
-                    "state": "",
-                }
-            )
+            prompt = self.rank_prompt(view, memories[r], lines[r] if lines is not None else None, modes[r])
+            rows.append({"prompt": prompt, "mode": modes[r], **_columns(states, r), "state": ""})
         return rows
 
-    def slow_rows(
+    def reflect_rows(
         self,
         before: States,
         predicted: np.ndarray,
@@ -124,43 +181,43 @@ class PromptRenderer:
                 config=self.prompt_cfg,
             )
             follow = {"view": view_to_json(view_of(self.dataset, after.batch, r)), "evidence": lines[r] if lines is not None else None}
-            rows.append({"prompt": prompt, "mode": "slow", **self._columns(after, r), "state": json.dumps(follow)})
+            rows.append({"prompt": prompt, "mode": "reflect", **_columns(after, r), "state": json.dumps(follow)})
         return rows
 
-    @staticmethod
-    def _columns(states: States, r: int) -> dict:
-        c = states.batch.candidates.shape[1]
-        return {
-            "candidate_ids": candidate_ids(c),
-            "target": int(states.target_pos[r]),
-            "utilities": [float(u) for u in states.utilities[r]],
-            "user": int(states.batch.users[r]),
-            "items": [int(i) for i in states.batch.candidates[r]],
-        }
+
+def _columns(states: States, r: int) -> dict:
+    """The reward columns of one row (see :mod:`reward.ranking`)."""
+    c = states.batch.candidates.shape[1]
+    return {
+        "candidate_ids": candidate_ids(c),
+        "target": int(states.target_pos[r]),
+        "utilities": [float(u) for u in states.utilities[r]],
+        "user": int(states.batch.users[r]),
+        "items": [int(i) for i in states.batch.candidates[r]],
+    }
 
 
-def offline_states(dataset: Any, simulator: Any, interactions: Any, users: np.ndarray, cfg: TrainConfig, rng: np.random.Generator) -> States:
+def offline_states(
+    dataset: Any, simulator: Any, interactions: Any, users: np.ndarray, protocol: ProtocolSection, rng: np.random.Generator
+) -> States:
     """One protocol-style decision per user from their *training* interactions.
 
     A random positive (rating above the threshold, with at least one earlier
-    interaction) is the target among ``n_negatives`` items the user never
-    touched; the history is what came before it. Users without such a
+    interaction) is the target among ``protocol.negatives`` items the user
+    never touched; the history is what came before it. Users without such a
     positive are skipped.
     """
-    from starec_env.protocol import _sample_unseen
-
-    d = cfg.data
     user_arr = interactions["user"].to_numpy(np.int64)
     item_arr = interactions["item"].to_numpy(np.int64)
     rating_arr = interactions["rating"].to_numpy(np.float32)
     order = np.argsort(user_arr, kind="stable")
     starts = np.searchsorted(user_arr[order], users, side="left")
     ends = np.searchsorted(user_arr[order], users, side="right")
-    h, c = d.history_len, d.n_negatives + 1
-    rows_u, hist, rat, cands, tpos = [], [], [], [], []
+    h, c = protocol.history_len, protocol.negatives + 1
+    rows_u, hist, rat, cands, tpos, trat = [], [], [], [], [], []
     for u, lo, hi in zip(users, starts, ends):
         idx = order[lo:hi]
-        ok = np.flatnonzero(rating_arr[idx] > d.positive_threshold)
+        ok = np.flatnonzero(rating_arr[idx] > protocol.positive_threshold)
         ok = ok[ok >= 1]
         if not len(ok):
             continue
@@ -170,32 +227,36 @@ def offline_states(dataset: Any, simulator: Any, interactions: Any, users: np.nd
         rrow = np.zeros(h, dtype=np.float32)
         hrow[h - len(past) :] = item_arr[past]
         rrow[h - len(past) :] = rating_arr[past]
-        negatives = _sample_unseen(rng, dataset.n_items, item_arr[idx], d.n_negatives)
+        negatives = sample_unseen(rng, dataset.n_items, item_arr[idx], protocol.negatives)
         pos = int(rng.integers(c))
         rows_u.append(int(u))
         hist.append(hrow)
         rat.append(rrow)
         cands.append(np.insert(negatives, pos, item_arr[idx[t]]))
         tpos.append(pos)
+        trat.append(rating_arr[idx[t]])
     if not rows_u:
         raise ValueError("no training user has a positive with an earlier interaction: cannot build training states")
     batch = RankingBatch(np.array(rows_u), np.stack(cands), np.stack(hist), np.stack(rat))
     util = np.asarray(simulator.utility(batch.users, batch.candidates), dtype=np.float64)
-    return States(batch, np.array(tpos), util)
+    return States(batch, np.array(tpos), util, np.array(trat, dtype=np.float64))
 
 
-def online_transitions(env: Any, behaviour: Any, seed: int) -> Iterator[tuple[States, np.ndarray, Any, States]]:
-    """Step the live env with ``behaviour``; yield (before, predicted orders, feedback, after).
+def online_transitions(
+    env: Any, behaviour: Any, seed: int, users: np.ndarray | None = None
+) -> Iterator[tuple[States, np.ndarray, tuple[np.ndarray, np.ndarray], States]]:
+    """Step the live env (agents: dataset ``users``, default the env's) with
+    ``behaviour``; yield (before, predicted orders, (chosen, rating), after).
 
     ``before``/``after`` hold the users alive at both steps, aligned row by
     row; ``predicted`` is the behaviour policy's order of ``before``'s
-    candidates; the feedback says what each of those users clicked and rated.
-    Episodes restart (with a new seed) when every user has left.
+    candidates; ``chosen`` the candidate position each user clicked (-1 for
+    none). Episodes restart (with a new seed) when every user has left.
     """
     episode = 0
     while True:
-        batch = env.reset(seed=seed + episode)
-        alive = np.ones(len(batch), dtype=bool)
+        batch = env.reset(seed=seed + episode, users=users)
+        alive = np.asarray(env.alive, dtype=bool).copy()
         while alive.any():
             rows = np.flatnonzero(alive)
             shown = batch.take(rows)
@@ -208,25 +269,16 @@ def online_transitions(env: Any, behaviour: Any, seed: int) -> Iterator[tuple[St
                 before = with_truth(env.simulator, batch.take(keep))
                 after = with_truth(env.simulator, result.batch.take(keep))
                 predicted = np.argsort(-scores[keep], axis=1, kind="stable")
-                yield before, predicted, _feedback_rows(result.feedback, keep, batch.candidates[keep]), after
-            behaviour.observe(shown, _feedback_take(result.feedback, rows))
+                yield before, predicted, _chosen(result.feedback, keep, batch.candidates[keep]), after
+            behaviour.observe(shown, take_feedback(result.feedback, rows))
             batch, alive = result.batch, next_alive
         episode += 1
 
 
-def _feedback_take(fb: Any, rows: np.ndarray) -> Any:
-    from dataclasses import fields
-
-    return type(fb)(**{f.name: np.asarray(getattr(fb, f.name))[rows] for f in fields(fb)})
-
-
-def _feedback_rows(fb: Any, rows: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _chosen(fb: Any, rows: np.ndarray, candidates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(chosen candidate position or -1, rating) for the given env rows."""
     clicked = np.asarray(fb.clicked)[rows]
     rating = np.asarray(fb.rating, dtype=np.float64)[rows]
-    chosen = np.full(len(rows), -1, dtype=np.int64)
-    for i, item in enumerate(clicked):
-        if item >= 0:
-            hit = np.flatnonzero(candidates[i] == item)
-            chosen[i] = int(hit[0]) if len(hit) else -1
+    hit = candidates == clicked[:, None]
+    chosen = np.where(hit.any(axis=1), hit.argmax(axis=1), -1)
     return chosen, rating

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from experiments.train.common import CSVLogger, last_checkpoint, save_model_atomic, trainer_kwargs
-from experiments.train.config import TrainConfig
+from experiments.config import RunConfig
 
 
-def lora_config(cfg: TrainConfig) -> Any:
+def lora_config(cfg: RunConfig) -> Any:
     """The peft adapter config, or None for a full fine-tune."""
     if not cfg.model.lora:
         return None
@@ -29,7 +29,7 @@ def lora_config(cfg: TrainConfig) -> Any:
     )
 
 
-def train_sft(cfg: TrainConfig, model: Any, tokenizer: Any, train_ds: Any, out_dir: Path) -> dict:
+def train_sft(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, out_dir: Path) -> dict:
     """Fine-tune ``model`` on ``train_ds`` (TRL conversational prompt/completion).
 
     Checkpoints go to ``out_dir/checkpoints`` and an interrupted run resumes

@@ -38,8 +38,14 @@ class SimulatorConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "SimulatorConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown simulator option(s) {unknown}; known: {sorted(known)}")
+        check_options(cls, values, "simulator option")
         return cls(**values)
+
+
+def check_options(cls: type, values: dict, what: str, source: str = "") -> None:
+    """Reject keys that are not fields of the dataclass ``cls``, naming the known ones."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        where = f"{source}: " if source else ""
+        raise ValueError(f"{where}unknown {what}(s) {unknown}; known: {sorted(known)}")

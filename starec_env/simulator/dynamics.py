@@ -1,8 +1,9 @@
 """User state dynamics: what changes in a user while the simulation runs.
 
 - no re-consumption: a bit-packed (agents x items) matrix of consumed items
-  (one bit per pair: 100k users x 1,000 items take 12.5 MB and stay in
-  cache); consumed items are never offered as candidates again;
+  (one bit per pair: 100k users x 1,000 items take 12.5 MB, so the random
+  look-ups stay cache-friendly); consumed items are never offered as
+  candidates again;
 - genre fatigue: a decaying per-genre count of recent consumption that lowers
   the utility of items of the same genres (it shifts the user's genre block);
 - patience: drops on slates the user ignores, moves with the ratings given;
@@ -18,6 +19,8 @@ import numpy as np
 
 from starec_env.data.model import Dataset
 from starec_env.simulator.config import SimulatorConfig
+
+_POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.uint8)  # set bits per byte
 
 
 @dataclass
@@ -56,7 +59,7 @@ class UserState:
             item_clicks=np.zeros(dataset.n_items, np.float64),
             n_items=dataset.n_items,
         )
-        state.n_consumed = state.consumed_rows(np.arange(n)).sum(axis=1)
+        state.n_consumed = _POPCOUNT[consumed].sum(axis=1, dtype=np.int64)
         return state
 
     def is_consumed(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
@@ -194,9 +197,7 @@ class CandidateSampler:
             top = np.argpartition(-keys, n_cand - 1, axis=1)[:, :n_cand]
             top = np.take_along_axis(top, np.argsort(-np.take_along_axis(keys, top, axis=1), axis=1), axis=1)
             need = n_cand - filled[part]
-            block = out[part]
-            block[slots >= filled[part][:, None]] = top[slots < need[:, None]]
-            out[part] = block
+            out[part][slots >= filled[part][:, None]] = top[slots < need[:, None]]
         return out
 
 

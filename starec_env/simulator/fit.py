@@ -34,7 +34,8 @@ class _Segments:
     """Sums of per-interaction rows grouped by user or by item (deterministic reduceat)."""
 
     def __init__(self, keys: np.ndarray, n_groups: int) -> None:
-        self.order = np.argsort(keys, kind="stable")
+        # Interactions come sorted by user: no permutation needed on that side.
+        self.order = None if np.all(keys[1:] >= keys[:-1]) else np.argsort(keys, kind="stable")
         counts = np.bincount(keys, minlength=n_groups)
         self.present = np.flatnonzero(counts)
         self.starts = np.concatenate([[0], np.cumsum(counts)[:-1]])[self.present]
@@ -43,7 +44,8 @@ class _Segments:
 
     def sum(self, values: np.ndarray) -> np.ndarray:
         out = np.zeros((self.n_groups,) + values.shape[1:])
-        out[self.present] = np.add.reduceat(values[self.order], self.starts, axis=0)
+        ordered = values if self.order is None else values[self.order]
+        out[self.present] = np.add.reduceat(ordered, self.starts, axis=0)
         return out
 
 
@@ -68,17 +70,20 @@ def fit_preference(dataset: Dataset, cfg: SimulatorConfig, seed: int = 0) -> Fit
     moments = {name: (np.zeros_like(v), np.zeros_like(v)) for name, v in params.items()}
     b1, b2, eps = 0.9, 0.999, 1e-8
 
-    def predict(pr: dict) -> np.ndarray:
-        return mu + pr["bu"][u] + pr["bi"][i] + np.einsum("nk,nk->n", pr["a"][u], genre[i]) + np.einsum(
-            "nk,nk->n", pr["p"][u], pr["q"][i]
-        )
+    genre_i = genre[i]  # fixed: gathered once
+
+    def predict(pr: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        pu, qi = pr["p"][u], pr["q"][i]
+        pred = mu + pr["bu"][u] + pr["bi"][i] + np.einsum("nk,nk->n", pr["a"][u], genre_i)
+        return pred + np.einsum("nk,nk->n", pu, qi), pu, qi
 
     for step in range(1, cfg.fit_epochs + 1):
-        err = 2.0 * (predict(params) - r) / n
+        pred, pu, qi = predict(params)
+        err = 2.0 * (pred - r) / n
         grads = {
-            "p": by_user.sum(err[:, None] * params["q"][i]),
-            "q": by_item.sum(err[:, None] * params["p"][u]),
-            "a": by_user.sum(err[:, None] * genre[i]),
+            "p": by_user.sum(err[:, None] * qi),
+            "q": by_item.sum(err[:, None] * pu),
+            "a": by_user.sum(err[:, None] * genre_i),
             "bu": by_user.sum(err),
             "bi": by_item.sum(err),
         }
@@ -93,7 +98,7 @@ def fit_preference(dataset: Dataset, cfg: SimulatorConfig, seed: int = 0) -> Fit
             v += (1 - b2) * g * g
             value -= cfg.fit_lr * (m / (1 - b1**step)) / (np.sqrt(v / (1 - b2**step)) + eps)
 
-    pred = predict(params)
+    pred = predict(params)[0]
     m, s = float(pred.mean()), float(max(pred.std(), 1e-6))
     resid = float(np.sqrt(np.mean((pred - r) ** 2)))
     user_emb = np.concatenate(

@@ -1,0 +1,159 @@
+"""The paper-style benchmark table and protocol sanity checks, from a finished run.
+
+``python -m experiments.run`` writes ``results.json`` and ``config.json``;
+this module turns them into the table a reviewer compares with the paper
+(NDCG x 100, mean ± std over seeds, training data fraction, wall times and
+LLM tokens per agent) and checks that the protocol is not broken: a random
+ranker must sit at the analytic expectation, the oracle on top, popularity
+below BPR-full on real data. Usage::
+
+    python -m experiments.report_paper runs/latest   # writes runs/latest/report.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from experiments.report import atomic_write
+from starec_env.metrics import ndcg_single
+
+PAPER_METRICS = ("ndcg@1", "ndcg@5", "ndcg@10", "ndcg@20", "hit@10")
+
+
+class ReportError(ValueError):
+    """A run folder lacks the files or fields the report needs."""
+
+
+def random_ndcg(n_candidates: int, k: int) -> tuple[float, float]:
+    """Mean and per-user std of NDCG@k for a uniformly random rank among ``n_candidates``."""
+    values = ndcg_single(np.arange(n_candidates), k)
+    return float(values.mean()), float(values.std())
+
+
+def sanity_checks(rows: list[dict], n_candidates: int, n_users: int, real_data: bool) -> list[tuple[str, bool, str]]:
+    """(check, passed, detail) for every check the rows allow (absent policies are skipped)."""
+    by_name = {r["policy"]: r for r in rows}
+    checks: list[tuple[str, bool, str]] = []
+    if "random" in by_name:
+        mean, std = random_ndcg(n_candidates, 10)
+        seeds = max(1, int(by_name["random"].get("seeds", 1)))
+        tol = 4 * std / math.sqrt(n_users * seeds)  # 4 standard errors of the mean
+        got = by_name["random"]["ndcg@10"]
+        checks.append(("random ≈ analytic NDCG@10", abs(got - mean) <= tol,
+                       f"{got:.4f} vs expected {mean:.4f} ± {tol:.4f} for 1 of {n_candidates}"))
+    policies = [r for r in rows if not r.get("upper_bound")]
+    for r in rows:
+        if r.get("upper_bound") and policies:
+            best = max(policies, key=lambda p: p["ndcg@10"])
+            checks.append((f"{r['policy']} (upper bound) on top", r["ndcg@10"] >= best["ndcg@10"],
+                           f"{r['ndcg@10']:.4f} vs best policy {best['policy']} {best['ndcg@10']:.4f}"))
+    if real_data and "pop" in by_name and "bpr-full" in by_name:
+        pop, bpr = by_name["pop"]["ndcg@10"], by_name["bpr-full"]["ndcg@10"]
+        checks.append(("pop below bpr-full (real data)", pop < bpr, f"{pop:.4f} vs {bpr:.4f}"))
+    return checks
+
+
+def _cell(row: dict, metric: str) -> str:
+    if metric not in row:
+        return "-"
+    text = f"{100 * row[metric]:.2f}"
+    if row.get("seeds", 1) > 1:
+        text += f" ± {100 * row.get(metric + '_std', 0.0):.2f}"
+    return text
+
+
+def _cost_cells(stats: dict) -> list[str]:
+    frac = stats.get("train_fraction")
+    tokens = sum(stats.get(k, 0) for k in ("llm_prompt_tokens", "llm_completion_tokens"))
+    return [
+        "-" if frac is None else f"{100 * frac:.2f}%",
+        "-" if "fit_s" not in stats else f"{stats['fit_s']:.1f}",
+        "-" if "score_s" not in stats else f"{stats['score_s']:.2f}",
+        f"{int(tokens):,}" if tokens else "-",
+    ]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    """The paper's table: NDCG x 100 per agent plus what each agent cost."""
+    header = ["agent", *(m.replace("ndcg", "NDCG").replace("hit", "Hit") for m in PAPER_METRICS),
+              "train data", "fit s", "score s", "LLM tokens"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in rows:
+        name = r["policy"] + (" (upper bound)" if r.get("upper_bound") else "")
+        cells = [name, *(_cell(r, m) for m in PAPER_METRICS), *_cost_cells(r.get("stats", {}))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def render_report(rows: list[dict], config: dict) -> str:
+    """Markdown: run facts, the table, and the sanity checks with their verdicts."""
+    facts = config.get("facts", {})
+    protocol = (facts.get("protocol") or [{}])[0]
+    dataset = facts.get("dataset", {})
+    name = dataset.get("name", config.get("config", {}).get("data", {}).get("dataset", "?"))
+    try:
+        n_users, n_cands = int(protocol["users"]), int(protocol["candidates"])
+    except (KeyError, TypeError, ValueError):
+        raise ReportError("config.json lacks facts.protocol[0].users/candidates: was it written by experiments.run?") from None
+    seeds = config.get("config", {}).get("seeds", [])
+    lines = [
+        f"# Offline leave-one-out benchmark: {name}",
+        "",
+        f"{n_users} evaluation users, 1 held-out positive among {n_cands} candidates, "
+        f"seeds {seeds}; NDCG/hit × 100, mean ± std over seeds. "
+        "'train data' is the share of training interactions a learned agent used; "
+        "times are wall seconds of the last seed.",
+        "",
+        markdown_table(rows),
+        "",
+        "## Sanity checks",
+        "",
+    ]
+    real = (facts.get("simulator") or {}).get("source") == "fitted"  # fitted to real data, not a known truth
+    checks = sanity_checks(rows, n_cands, n_users, real)
+    lines += [f"- {'PASS' if ok else 'FAIL'}: {what} ({detail})" for what, ok, detail in checks] or ["- (no checkable agents)"]
+    return "\n".join(lines) + "\n"
+
+
+def write_paper_report(run_dir: str | Path) -> Path:
+    """Read ``results.json`` + ``config.json`` from ``run_dir`` and write ``report.md`` beside them."""
+    run_dir = Path(run_dir)
+    loaded = []
+    for fname in ("results.json", "config.json"):
+        path = run_dir / fname
+        try:
+            loaded.append(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise ReportError(f"{path}: not found; run `python -m experiments.run --out {run_dir}` first") from None
+        except json.JSONDecodeError as err:
+            raise ReportError(f"{path}: line {err.lineno}: invalid JSON ({err.msg})") from None
+    rows, config = loaded
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "policy" in r for r in rows):
+        raise ReportError(f"{run_dir / 'results.json'}: expected a list of rows with a 'policy' field")
+    out = run_dir / "report.md"
+    text = render_report(rows, config)
+    atomic_write(out, lambda fh: fh.write(text.encode()))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.report_paper", description=__doc__.split("\n")[0])
+    parser.add_argument("run_dir", help="folder holding results.json and config.json of a run")
+    args = parser.parse_args(argv)
+    try:
+        path = write_paper_report(args.run_dir)
+    except ReportError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(path.read_text())
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

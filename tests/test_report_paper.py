@@ -1,0 +1,51 @@
+"""The paper-style report: table formatting and the protocol sanity checks."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from experiments.report_paper import ReportError, random_ndcg, render_report, sanity_checks, write_paper_report
+
+
+def _row(name: str, ndcg10: float, upper: bool = False, **stats) -> dict:
+    row = {"policy": name, "upper_bound": upper, "seeds": 3}
+    for k in ("ndcg@1", "ndcg@5", "ndcg@10", "ndcg@20", "hit@10"):
+        row[k], row[k + "_std"] = ndcg10, 0.01
+    row["stats"] = stats
+    return row
+
+
+def test_random_ndcg_matches_hand_computation() -> None:
+    mean, _ = random_ndcg(20, 10)
+    assert mean == pytest.approx(sum(1 / math.log2(r + 2) for r in range(10)) / 20)
+
+
+def test_sanity_checks_pass_and_fail() -> None:
+    expected, _ = random_ndcg(20, 10)
+    good = [_row("random", expected), _row("pop", 0.45), _row("bpr-full", 0.63), _row("oracle", 0.9, upper=True)]
+    assert all(ok for _, ok, _ in sanity_checks(good, 20, 1000, real_data=True))
+    bad = [_row("random", expected + 0.1), _row("pop", 0.7), _row("bpr-full", 0.63), _row("oracle", 0.5, upper=True)]
+    verdicts = {what: ok for what, ok, _ in sanity_checks(bad, 20, 1000, real_data=True)}
+    assert verdicts == {"random ≈ analytic NDCG@10": False, "oracle (upper bound) on top": False,
+                        "pop below bpr-full (real data)": False}
+    assert len(sanity_checks(bad, 20, 1000, real_data=False)) == 2  # pop vs BPR only judged on real data
+
+
+def test_report_file(tmp_path) -> None:
+    rows = [_row("sasrec-full", 0.7, train_fraction=1.0, fit_s=12.34, score_s=0.5),
+            _row("starec", 0.6, llm_prompt_tokens=1000, llm_completion_tokens=234)]
+    config = {"config": {"seeds": [0, 1, 2]}, "facts": {"dataset": {"name": "ml-100k"}, "simulator": {"source": "fitted"},
+                                                        "protocol": [{"users": 942, "candidates": 20}]}}
+    (tmp_path / "results.json").write_text(json.dumps(rows))
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    text = write_paper_report(tmp_path).read_text()
+    assert text == render_report(rows, config)
+    assert "| sasrec-full | 70.00 ± 1.00 |" in text and "| 100.00% | 12.3 | 0.50 | - |" in text
+    assert "| 1,234 |" in text
+    (tmp_path / "config.json").write_text("{broken")
+    with pytest.raises(ReportError, match="config.json: line 1"):
+        write_paper_report(tmp_path)
+    with pytest.raises(ReportError, match="not found"):
+        write_paper_report(tmp_path / "missing")
