@@ -362,9 +362,12 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("no policies selected: expected a list such as ['pop', 'bpr']")
     if cfg.data.dataset not in DATASETS:
         raise ConfigError(f"unknown dataset {cfg.data.dataset!r}; known: {', '.join(DATASETS)}")
-    unknown = [p for p in cfg.policies if p not in available() and p not in TRAINED_ROWS]
+    unknown = [p for p in cfg.policies if p not in available() and p not in TRAINED_ROWS and ":" not in p]
     if unknown:
-        raise ConfigError(f"unknown policies {unknown}; known: {', '.join(sorted({*available(), *TRAINED_ROWS}))}")
+        raise ConfigError(
+            f"unknown policies {unknown}; known: {', '.join(sorted({*available(), *TRAINED_ROWS}))}"
+            " (or 'module:factory' for your own)"
+        )
     if not cfg.seeds or not all(isinstance(s, int) for s in cfg.seeds):
         raise ConfigError(f"seeds must be a non-empty list of integers, got {cfg.seeds!r}")
     for name, table in cfg.policy.items():

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -96,27 +96,17 @@ def run_online(policy: Policy, env, seed: int) -> dict:
     from it). Returns click-through rate (clicks per shown slate), mean rating
     of clicked items, mean session length (steps) and mean return per user.
     """
-    batch = env.reset(seed=seed)
-    n = len(batch)
-    alive = np.asarray(env.alive, dtype=bool).copy()  # users with nothing left to offer start done
+    n = env.n_agents
     steps = np.zeros(n)
     returns = np.zeros(n)
     clicks, rating_sum = 0, 0.0
-    while alive.any():
-        rows = np.flatnonzero(alive)
-        shown = batch.take(rows)
-        scores = np.zeros(batch.candidates.shape, dtype=np.float64)
-        scores[rows] = policy.score(shown)
-        result = env.step(scores)
-        fb = result.feedback
+    for step in play(env, policy, seed):
+        rows, fb = step.rows, step.result.feedback
         steps[rows] += 1
-        returns[rows] += np.asarray(result.rewards, dtype=np.float64)[rows]
+        returns[rows] += np.asarray(step.result.rewards, dtype=np.float64)[rows]
         clicked = np.asarray(fb.clicked)[rows] >= 0
         clicks += int(clicked.sum())
         rating_sum += float(np.asarray(fb.rating, dtype=np.float64)[rows][clicked].sum())
-        policy.observe(shown, take_feedback(fb, rows))
-        batch = result.batch
-        alive = np.asarray(result.alive, dtype=bool)
     impressions = steps.sum()
     return {
         "ctr": clicks / impressions if impressions else 0.0,
@@ -124,6 +114,35 @@ def run_online(policy: Policy, env, seed: int) -> dict:
         "session_length": float(steps.mean()),
         "return": float(returns.mean()),
     }
+
+
+@dataclass(frozen=True)
+class Step:
+    """One environment step of an episode: the acting ``rows``, the batch they
+    ranked, the full (N, C) ``scores`` sent and the env's result."""
+
+    rows: np.ndarray
+    batch: RankingBatch
+    scores: np.ndarray
+    result: Any
+
+
+def play(env: Any, policy: Policy, seed: int, users: np.ndarray | None = None) -> Iterator[Step]:
+    """One episode (agents: dataset ``users``, default the env's) until every
+    user has left or hit ``max_cycles``: the live users are scored, the env
+    shows the top slate, the policy observes the feedback; yields each step."""
+    batch = env.reset(seed=seed, users=users)
+    alive = np.asarray(env.alive, dtype=bool).copy()  # users with nothing left to offer start done
+    while alive.any():
+        rows = np.flatnonzero(alive)
+        shown = batch.take(rows)
+        scores = np.zeros(batch.candidates.shape, dtype=np.float64)
+        scores[rows] = policy.score(shown)
+        result = env.step(scores)
+        policy.observe(shown, take_feedback(result.feedback, rows))
+        yield Step(rows, batch, scores, result)
+        batch = result.batch
+        alive = np.asarray(result.alive, dtype=bool)
 
 
 def take_feedback(fb: Feedback, rows: np.ndarray) -> Feedback:

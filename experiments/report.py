@@ -138,6 +138,31 @@ def _plot(rows: list[dict], fh: io.BufferedWriter) -> None:
     plt.close(fig)
 
 
+def write_reward_curves(rows: list[dict], path: Path, title: str) -> None:
+    """Learning curve of every reward term (``rewards/<term>/mean``) and the
+    weighted total over training steps, from a trainer's metrics.csv rows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    terms = sorted({k for r in rows for k in r if k.startswith("rewards/") and k.endswith("/mean")})
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for key in [*terms, "reward"]:
+        points = [(float(r["step"]), float(r[key])) for r in rows if key in r]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", ms=3, lw=2.5 if key == "reward" else 1.2,
+                    label="total (weighted)" if key == "reward" else key.split("/")[1])
+    ax.set_xlabel("GRPO step")
+    ax.set_ylabel("mean reward")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    atomic_write(Path(path), lambda fh: fig.savefig(fh, format="png", dpi=100))
+    plt.close(fig)
+
+
 def _jsonable(value):
     """Plain JSON types (numpy scalars/arrays, paths, NaN -> null)."""
     if isinstance(value, dict):

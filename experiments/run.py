@@ -75,7 +75,7 @@ def run_rl(cfg: RunConfig) -> int:
 @stage("eval")
 def run_eval(cfg: RunConfig) -> int:
     """Offline protocol + online sessions for every policy; table and files."""
-    from experiments.train.common import is_main_process
+    from experiments.train.dist import is_main_process
 
     if not is_main_process():  # under `accelerate launch` only rank 0 evaluates
         return 0
@@ -128,16 +128,13 @@ def run_fidelity(cfg: RunConfig) -> int:
     import json
 
     from experiments.evaluate import load_world
-    from experiments.report import atomic_write
+    from experiments.report import write_json
     from starec_env.simulator import fidelity_report
 
     world = load_world(cfg)
     report = fidelity_report(world.dataset, world.simulator, seed=cfg.seeds[0])
-    text = report if isinstance(report, str) else json.dumps(report, indent=2, default=str)
-    print(text)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / "fidelity.json", lambda fh: fh.write(json.dumps(report, indent=2, default=str).encode()))
+    print(report if isinstance(report, str) else json.dumps(report, indent=2, default=str))
+    write_json(Path(cfg.out) / "fidelity.json", report)
     return 0
 
 
@@ -162,7 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder that receives results.json etc. (default runs/latest)")
     p.add_argument("--model", help="student / LLM policy model: smollm2-135m, tiny, a local folder or a hub id")
     p.add_argument("--teacher", help="distillation teacher: oracle (default), http or local:<model>")
-    p.add_argument("--threads", type=int, help="torch intra-op threads (0 = torch default)")
+    p.add_argument("--threads", type=int, help="torch intra-op threads (0 = automatic: the cores not already busy)")
     p.add_argument("--no-online", action="store_true", help="skip the online simulated sessions")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",

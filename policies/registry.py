@@ -50,14 +50,21 @@ def available() -> list[str]:
 
 
 def make_policy(name: str, ctx: PolicyContext) -> Policy:
-    """Build the policy called ``name``; unknown names list the known ones."""
-    try:
-        target = _FACTORIES[name]
-    except KeyError:
-        raise ValueError(f"unknown policy {name!r}; known: {', '.join(available())}") from None
+    """Build the policy called ``name``.
+
+    ``name`` is a registered name or ``"package.module:factory"``, so user
+    code runs from the CLI without touching this file. Unknown names list
+    the known ones.
+    """
+    target = _FACTORIES.get(name, name if ":" in name else None)
+    if target is None:
+        raise ValueError(f"unknown policy {name!r}; known: {', '.join(available())} (or 'module:factory')")
     if isinstance(target, str):
-        module, attr = target.split(":")
-        target = getattr(importlib.import_module(module), attr)
+        module, attr = target.split(":", 1)
+        try:
+            target = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ValueError(f"policy {name!r}: cannot load factory {module}:{attr} ({exc})") from None
     policy = target(ctx)
     policy.name = name
     return policy

@@ -8,8 +8,9 @@ hidden state per position; the state at the last position, dotted with the
   into windows of ``max_len + 1`` items from the end, so every transition is a
   training target exactly once (long ML histories are not thrown away);
 * the loss is full-softmax cross-entropy over the catalogue at every position
-  (``loss="ce"``, which trains SASRec far better than the original one
-  sampled negative per position; ``loss="bce"`` keeps the original recipe);
+  (``loss="ce"``; Klenitskiy & Vasilev 2023 show it trains SASRec much better
+  than the original one sampled negative per position, which ``loss="bce"``
+  keeps; full softmax suits catalogues of MovieLens size);
 * each user's last training item is held out for early stopping, ranked
   against ``val_negatives`` uniformly drawn items exactly as the offline
   protocol ranks its target (NDCG@10), and the best epoch's weights are kept.
@@ -44,6 +45,8 @@ from starec_env.types import PAD, RankingBatch, TrainSplit
 ARCHS = ("gru4rec", "sasrec")
 LOSSES = ("ce", "bce")
 VARIANTS = ("sample", "full")
+#: Options experiments.config hands every policy for the LLM agents; ignored here.
+LLM_RUN_KEYS = frozenset({"model", "dtype", "batch_size", "evidence", "prompt", "max_new_tokens", "max_new_tokens_reflect"})
 
 
 @dataclass
@@ -64,7 +67,7 @@ class SeqConfig:
     loss: str = "ce"
     lr: float = 3e-3
     weight_decay: float = 0.0
-    batch_size: int = 128
+    train_batch_size: int = 128
     epochs: int = 200
     patience: int = 5
     val_negatives: int = 100
@@ -74,7 +77,7 @@ class SeqConfig:
     def __post_init__(self) -> None:
         if self.loss not in LOSSES:
             raise ValueError(f"SeqConfig.loss: expected one of {LOSSES}, got {self.loss!r}")
-        for name in ("dim", "layers", "heads", "max_len", "batch_size", "epochs", "patience", "score_chunk"):
+        for name in ("dim", "layers", "heads", "max_len", "train_batch_size", "epochs", "patience", "score_chunk"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"SeqConfig.{name}: expected a positive integer, got {value!r}")
@@ -89,10 +92,11 @@ class SeqConfig:
     def from_dict(cls, options: dict) -> "SeqConfig":
         """Build from a config table; unknown keys are an error, not silently ignored.
 
-        ``model`` (the run-wide LLM name the CLI hands every policy) means
-        nothing here and is skipped.
+        The run-wide LLM settings the CLI hands every policy
+        (:data:`LLM_RUN_KEYS`) mean nothing here and are skipped; that is why
+        the training batch is ``train_batch_size``, not ``batch_size``.
         """
-        options = {k: v for k, v in options.items() if k != "model"}
+        options = {k: v for k, v in options.items() if k not in LLM_RUN_KEYS}
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(options) - known)
         if unknown:
@@ -349,7 +353,7 @@ class SequentialPolicy(Policy):
         for epoch in range(1, cfg.epochs + 1):
             model.train()
             total, count = 0.0, 0
-            for idx in np.array_split(rng.permutation(len(inputs)), max(1, -(-len(inputs) // cfg.batch_size))):
+            for idx in np.array_split(rng.permutation(len(inputs)), max(1, -(-len(inputs) // cfg.train_batch_size))):
                 seq, tgt = inputs[idx], targets[idx]
                 mask = tgt > 0
                 h = model.encode(seq)[mask]
@@ -401,7 +405,7 @@ class SequentialPolicy(Policy):
         n_items = len(self.popularity)
         cands = np.asarray(batch.candidates, dtype=np.int64)
         hist = np.asarray(batch.history, dtype=np.int64)
-        if (cands < 0).any() or (cands >= n_items).any() or (hist >= n_items).any():
+        if (cands < 0).any() or (cands >= n_items).any() or (hist < PAD).any() or (hist >= n_items).any():
             raise ValueError(f"{self.name}: batch item indices outside the trained catalogue of {n_items} items")
         # histories are left-padded with PAD; keep the last max_len items, shift ids so 0 = pad
         shifted = np.where(hist == PAD, 0, hist + 1)[:, -self.cfg.max_len:]

@@ -6,7 +6,7 @@ are strings (standard format) or ``[{"role": "assistant", "content": ...}]``
 lists (conversational format); every dataset column arrives as a keyword
 list with one entry per completion. Rows a reward does not apply to (e.g. a
 ranking reward on a memory-update prompt) get ``None``, which TRL turns into
-NaN and leaves out of the weighted sum, so fast and slow prompts can share
+NaN and leaves out of the weighted sum, so ranking and memory-update prompts can share
 one batch. Instances carry a ``__name__`` so TRL logs each term separately
 (``rewards/<name>/mean``).
 

@@ -42,7 +42,7 @@ def default_reflection_parser() -> Callable[[str], Any]:
 class MemoryAlignmentReward:
     """The paper's memory-update reward for slow thinking.
 
-    The description a slow-mode completion writes is used at once in a
+    The description a "reflect" completion writes is used at once in a
     follow-up ranking of that row's next candidate list (the row's
     ``candidate_ids`` / ``target`` / ``utilities`` columns describe the
     follow-up); the ranking's tier reward (or NDCG) scores the update. So a

@@ -57,9 +57,11 @@ def top_slate(scores: np.ndarray, k: int) -> np.ndarray:
     """
     n_cand = scores.shape[1]
     bits = max(1, int(n_cand - 1).bit_length())
-    raw = np.ascontiguousarray(scores, dtype=np.float32).view(np.int32).astype(np.int64)
-    ordered = np.where(raw < 0, raw ^ 0x7FFFFFFF, raw)  # monotone in the float value
-    key = ((0x7FFFFFFF - ordered) << bits) | np.arange(n_cand)
+    raw = np.ascontiguousarray(scores, dtype=np.float32).view(np.int32)
+    ordered = np.where(raw < 0, raw ^ np.int32(0x7FFFFFFF), raw)  # monotone in the float value
+    key = np.subtract(np.int64(0x7FFFFFFF), ordered, dtype=np.int64)  # best first
+    key <<= bits
+    key |= np.arange(n_cand)
     key.sort(axis=1)
     return key[:, :k] & ((1 << bits) - 1)
 
@@ -144,6 +146,7 @@ class BatchedEnv:
         else:
             self.users = self._select_users(cfg.n_users, world_seed)
         self._rng: np.random.Generator | None = None
+        self._row_starts = np.zeros(0, np.int64)
         self.state: UserState | None = None
         self.batch: RankingBatch | None = None
 
@@ -177,6 +180,7 @@ class BatchedEnv:
                 raise EnvError(f"users must be a non-empty 1-d array of indices in [0, {self.dataset.n_users})")
             self.users = users
         self.state = self.simulator.start(self.dataset, self.users)
+        self._row_starts = np.arange(self.n_agents, dtype=np.int64) * self.n_candidates  # flat index of each row
         if self.offline:
             self.batch = self.protocol.batch
             return self.batch
@@ -200,7 +204,8 @@ class BatchedEnv:
         was_alive = self.state.alive.copy()
         if not was_alive.any():
             raise EnvError("every user is done; call reset() to start a new episode")
-        if not np.isfinite(scores[was_alive]).all():
+        # A finite total proves every score finite (one pass, no temporary); else check exactly.
+        if not np.isfinite(np.add.reduce(scores, axis=None)) and not np.isfinite(scores[was_alive]).all():
             raise EnvError("scores of live agents contain NaN/inf; expected finite numbers")
         return self._step_offline(scores, was_alive) if self.offline else self._step_online(scores, was_alive)
 
@@ -238,13 +243,11 @@ class BatchedEnv:
     def _step_online(self, scores: np.ndarray, was_alive: np.ndarray) -> StepResult:
         sim, st, batch, rng = self.simulator, self.state, self.batch, self._rng
         order = top_slate(scores, self.slate_size)
-        slate = np.take_along_axis(batch.candidates, order, axis=1)
+        slate = np.take(batch.candidates, order + self._row_starts[:, None], mode="clip")  # in range
         vectors = sim.user_vectors(st)
         slate_util = sim.current_utility(st, slate, vectors)
         util = sim.current_utility(st, batch.candidates, vectors) if self._needs_utilities else None
-        clicked, rating = sim.respond(st, slate, slate_util, rng, self.cfg.popularity_coupling)
-        clicked = np.where(was_alive, clicked, -1)
-        rating = np.where(was_alive, rating, np.float32(0.0))
+        clicked, rating = sim.respond(st, slate, slate_util, rng, self.cfg.popularity_coupling, was_alive)
         outcome = StepOutcome(batch, scores, slate, order, clicked, rating, util, None, was_alive)
         rewards = np.where(was_alive, np.asarray(self.reward_fn(outcome), dtype=np.float64), 0.0)
 
@@ -260,9 +263,13 @@ class BatchedEnv:
         history[hit, -1] = clicked[hit]
         ratings[hit, :-1] = ratings[hit, 1:]
         ratings[hit, -1] = rating[hit]
-        candidates = batch.candidates.copy()
         rows = np.flatnonzero(st.alive)
-        candidates[rows] = self.sampler.sample(st, rows, self.n_candidates, rng)
+        fresh = self.sampler.sample(st, rows, self.n_candidates, rng)
+        if len(rows) == self.n_agents:
+            candidates = fresh
+        else:
+            candidates = batch.candidates.copy()
+            candidates[rows] = fresh
         self.batch = RankingBatch(self.users, candidates, history, ratings)
         feedback = Feedback(self.users, slate, clicked, rating)
         return StepResult(self.batch, rewards, terminated, truncated, feedback, st.alive.copy(), outcome)

@@ -147,7 +147,7 @@ class LeaveOneOut:
         cut[users] = target_rows
         keep = np.arange(len(ds.interactions)) < cut[ds.user_arr]
         inter = ds.interactions[keep].reset_index(drop=True)
-        return TrainSplit(ds, inter, users.copy())
+        return TrainSplit(ds, inter, users.copy(), self.history_len)
 
     # -- evaluation ---------------------------------------------------------
 

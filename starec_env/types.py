@@ -59,19 +59,26 @@ class TrainSplit:
     ``interactions`` holds every user's training interactions (each
     evaluation user's held-out target and anything after it removed);
     ``sample_users`` are the sampled evaluation users. Learned policies train
-    on :meth:`for_variant` ("sample": the sampled users only, as in the
-    paper's small-data setting; "full": all users).
+    on :meth:`for_variant`: "sample" is the paper's small-data setting (the
+    sampled users' last ``history_len`` training interactions each, e.g.
+    1,000 users x 40 = 40,000 interactions); "full" is every user's whole
+    training history.
     """
 
     dataset: Dataset
     interactions: pd.DataFrame
     sample_users: np.ndarray
+    history_len: int | None = 40
 
     def for_variant(self, variant: str) -> pd.DataFrame:
         if variant == "full":
             return self.interactions
         if variant == "sample":
-            return self.interactions[self.interactions["user"].isin(self.sample_users)]
+            inter = self.interactions[self.interactions["user"].isin(self.sample_users)]
+            if self.history_len is not None:
+                from_end = inter.groupby("user", sort=False).cumcount(ascending=False)
+                inter = inter[from_end.to_numpy() < self.history_len]
+            return inter
         raise ValueError(f"unknown training variant {variant!r}: expected 'sample' or 'full'")
 
     def fraction(self, variant: str) -> float:

@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from experiments.config import ConfigError, load_run_config, parse_seeds
+from experiments.config import ConfigError, load_run_config, parse_seeds, presets
 from experiments.run import STAGES, main
 
 TINY = """
@@ -113,7 +115,8 @@ def test_bad_input_is_one_clear_line(args: list[str], message: str, tiny_toml: P
 
 def _echo_stage(cfg) -> int:
     """A stage registered by path, as training stages are."""
-    assert cfg.model == "tiny" and cfg.policy_options("pop") == {"model": "tiny"}
+    assert cfg.model.name == "tiny" and cfg.policy_options("pop")["model"] == "tiny"
+    assert cfg.distill.teacher == "local:tiny"
     return 7
 
 
@@ -124,9 +127,9 @@ def test_parse_seeds() -> None:
 
 
 def test_stage_hook_and_fidelity(tiny_toml: Path, tmp_path: Path, capsys, monkeypatch) -> None:
-    assert {"eval", "fidelity"} <= set(STAGES)
+    assert {"distill", "rl", "eval", "all", "fidelity"} <= set(STAGES)
     monkeypatch.setitem(STAGES, "echo", "tests.test_cli:_echo_stage")
-    assert main(["--config", str(tiny_toml), "--stage", "echo", "--model", "tiny"]) == 7
+    assert main(["--config", str(tiny_toml), "--stage", "echo", "--model", "tiny", "--teacher", "local:tiny"]) == 7
     out = tmp_path / "fid"
     assert main(["--config", str(tiny_toml), "--stage", "fidelity", "--out", str(out)]) == 0
     report = json.loads((out / "fidelity.json").read_text())
@@ -136,3 +139,67 @@ def test_stage_hook_and_fidelity(tiny_toml: Path, tmp_path: Path, capsys, monkey
 def test_shipped_configs_load() -> None:
     for path in sorted(Path(__file__).resolve().parents[1].joinpath("experiments", "configs").glob("*.toml")):
         load_run_config(path)
+    for name in presets():
+        cfg = load_run_config(preset=name)
+        assert cfg.stage == "all" and {"starec", "starec-sft", "starec-rl-only", "starec-noreflect", "teacher"} <= set(cfg.policies)
+    assert {"smoke", "cpu", "gpu", "default"} <= set(presets())
+
+
+def test_no_arguments_run_the_default_preset(monkeypatch) -> None:
+    """`python -m experiments.run` alone = the whole loop with the real student; table rows as the issue asks."""
+    seen = {}
+    monkeypatch.setitem(STAGES, "all", lambda cfg: seen.setdefault("cfg", cfg) and 0)
+    assert main([]) == 0
+    cfg = seen["cfg"]
+    assert cfg.preset == "default" and cfg.model.name == "smollm2-135m" and cfg.distill.teacher == "oracle"
+    expected = {"starec", "starec-sft", "starec-rl-only", "starec-noreflect", "teacher", "llmrank",
+                "random", "pop", "genre", "itemknn", "bpr", "oracle"}
+    assert set(cfg.policies) == expected
+
+
+def test_preset_layers_and_typos(tmp_path: Path, capsys) -> None:
+    own = tmp_path / "own.toml"
+    own.write_text('preset = "smoke"\n[rl]\nsteps = 5\n')
+    cfg = load_run_config(own, sets=["rl.beta=0.01"])
+    assert cfg.preset == "smoke" and cfg.model.name == "tiny" and cfg.rl.steps == 5 and cfg.rl.beta == 0.01
+    with pytest.raises(ConfigError, match="did you mean 'beta'"):
+        load_run_config(preset="smoke", sets=["rl.betta=0.1"])
+    with pytest.raises(ConfigError, match="expects an integer"):
+        load_run_config(preset="smoke", sets=["rl.steps=2.5"])
+    assert main(["--preset", "smok"]) == 2
+    assert "unknown preset 'smok'" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('preset = "smoke"\n[distill]\nteacher = "gpt"\n')
+    assert main(["--config", str(bad)]) == 2
+    assert "distill.teacher" in capsys.readouterr().err
+
+
+def test_classic_eval_stays_light(tmp_path: Path) -> None:
+    """The issue-2 benchmark through the new CLI: seconds, and no LLM / training stack imported."""
+    code = (
+        "import sys; from experiments.run import main; "
+        f"rc = main(['--stage', 'eval', '--policies', 'random,pop,genre', '--users', '20', '--seeds', '1', '--no-progress', "
+        f"'--set', 'online.users=10', '--out', {str(tmp_path)!r}]); "
+        "print('heavy:', sorted(m for m in ('transformers', 'trl', 'datasets') if m in sys.modules)); sys.exit(rc)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "heavy: []" in proc.stdout
+    rows = json.loads((tmp_path / "results.json").read_text())
+    assert [r["policy"] for r in rows] == ["random", "pop", "genre"]
+
+
+def test_trained_rows_need_their_checkpoints(tmp_path: Path, capsys) -> None:
+    args = ["--preset", "smoke", "--stage", "eval", "--policies", "pop,starec", "--out", str(tmp_path)]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "model of row 'starec'" in err and "does not exist" in err and "Traceback" not in err
+    folder = tmp_path / "rl" / "model"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(b"\x00not a tensor file")
+    assert main(args) == 2
+    assert "corrupt" in capsys.readouterr().err
+    assert main(["--preset", "smoke", "--stage", "distill", "--model", str(tmp_path / "no-such-model"), "--out", str(tmp_path)]) == 2
+    assert "cannot load model" in capsys.readouterr().err

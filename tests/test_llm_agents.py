@@ -88,15 +88,18 @@ class ScriptedBackend:
     """Stands in for the model: replays given answers per mode (row i gets
     answer i modulo their number), records the prompts."""
 
+    device = "cpu"
+
     def __init__(self, answers: dict[str, list[str]], tiny_backend) -> None:
         self.answers = answers
         self.prompts: list = []
         self.tiny = tiny_backend
 
-    def generate(self, chats, *, mode: str, **kwargs) -> list[str]:
+    def generate_scored(self, chats, options, *, mode: str, **kwargs):
         self.prompts.extend(chats)
         answers = self.answers[mode]
-        return [answers[i % len(answers)] for i in range(len(chats))]
+        first = None if options is None else [np.zeros(len(o)) for o in options]
+        return [answers[i % len(answers)] for i in range(len(chats))], first
 
     def score_options(self, chats, options, **kwargs):
         return self.tiny.score_options(chats, options, **kwargs)
@@ -145,10 +148,11 @@ def test_reflection_rewrites_bounded_preference(env, tiny_backend):
 
 def test_memory_store_bounds():
     store = MemoryStore(MemoryConfig(max_history=3, max_preference_chars=50))
+    history = [(f"Movie {k}", ("Drama",), 1990, 4.0) for k in range(10)]
+    mem = store.sync_history(7, history, {"age": 30})
     for k in range(10):
-        store.record(7, (f"Movie {k}", ("Drama",), 1990, 4.0))
         store.set_preference(7, "word " * (k * 20))
-    mem = store.get(7)
+    assert mem.profile == {"age": 30}
     assert [e[0] for e in mem.history] == ["Movie 7", "Movie 8", "Movie 9"]
     assert len(mem.preference) <= 50 and mem.updates == 10
     assert store.stats()["memory_users"] == 1 and 7 in store and len(store) == 1

@@ -143,3 +143,13 @@ def test_local_folder_round_trip(tiny_backend, tmp_path):
     model, _ = load_model(str(tmp_path), threads=1)
     for p, q in zip(model.parameters(), tiny_backend.model.parameters()):
         np.testing.assert_array_equal(p.detach().numpy(), q.detach().numpy())
+
+
+def test_generation_also_scores_options_for_free(tiny_backend):
+    options = [[" A", " B", " C"]] * len(CHATS)
+    texts, first = tiny_backend.generate_scored(CHATS, options, max_new_tokens=4, prefix="Ranking:", agent="t-gs")
+    assert texts == tiny_backend.generate(CHATS, max_new_tokens=4, prefix="Ranking:", agent="t-gs")
+    assert all(t.startswith("Ranking:") for t in texts)
+    expected = tiny_backend.score_options(CHATS, options, prefix="Ranking:", agent="t-gs")
+    for got, want in zip(first, expected):
+        np.testing.assert_allclose(got, want, atol=1e-4)

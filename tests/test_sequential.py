@@ -16,7 +16,7 @@ from starec_env.types import PAD, RankingBatch
 
 torch.set_num_threads(1)
 
-TINY = {"dim": 32, "epochs": 40, "patience": 5, "batch_size": 16, "max_len": 20, "val_negatives": 20}
+TINY = {"dim": 32, "epochs": 40, "patience": 5, "train_batch_size": 16, "max_len": 20, "val_negatives": 20}
 #: expected NDCG@10 of a random ranking of 1 target among 20 candidates
 RANDOM_NDCG10 = float(ndcg_single(np.arange(20), 10).mean())
 
@@ -115,13 +115,28 @@ def test_empty_history_falls_back_to_popularity(protocol: LeaveOneOut) -> None:
 
 
 def test_registry_factories_and_options(protocol: LeaveOneOut) -> None:
-    ctx = PolicyContext(protocol.dataset, seed=1, options={"dim": 16, "epochs": 1})
+    # the CLI hands every policy the run-wide LLM settings too: they must not break or leak in
+    llm_keys = {"model": "tiny", "dtype": None, "batch_size": 3, "evidence": True, "prompt": {"max_words": 9}}
+    ctx = PolicyContext(protocol.dataset, seed=1, options={"dim": 16, "epochs": 1, **llm_keys})
     for name, variant, arch in [("sasrec", "sample", "sasrec"), ("gru4rec-full", "full", "gru4rec")]:
         policy = make_policy(name, ctx)
         assert (policy.name, policy.variant, policy.arch, policy.cfg.dim) == (name, variant, arch, 16)
+        assert policy.cfg.train_batch_size == SeqConfig().train_batch_size
     with pytest.raises(ValueError, match="dropuot"):
         make_policy("sasrec-full", PolicyContext(protocol.dataset, options={"dropuot": 0.1}))
     with pytest.raises(ValueError, match="loss"):
         SeqConfig(loss="hinge")
     with pytest.raises(RuntimeError, match="fit"):
         make_policy("sasrec", ctx).score(protocol.batch)
+
+
+def test_shipped_ml100k_benchmark_config_builds_every_policy(protocol: LeaveOneOut) -> None:
+    from pathlib import Path
+
+    from experiments.config import load_run_config
+
+    cfg = load_run_config(Path(__file__).parents[1] / "benchmarks" / "ml100k_classic.toml")
+    assert cfg.data.dataset == "ml-100k" and len(cfg.seeds) >= 3
+    for name in cfg.policies:
+        policy = make_policy(name, PolicyContext(protocol.dataset, options=cfg.policy_options(name)))
+        assert policy.name == name

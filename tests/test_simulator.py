@@ -221,3 +221,41 @@ def test_candidate_sampler_exact_completion_when_draws_cannot_succeed():
     cand = CandidateSampler(np.arange(10), n_items, 1.0).sample(state, np.arange(3), 20, np.random.default_rng(0))
     for row in cand.tolist():
         assert sorted(row) == list(range(30, 50))
+
+
+def _first_two_exact(prob: np.ndarray, free: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Exact law of the first two candidates under sequential sampling without replacement."""
+    p = np.where(free, prob, 0.0)
+    first = p / p.sum()
+    second = np.array([sum(first[i] * p[j] / (p.sum() - p[i]) for i in range(len(p)) if i != j) for j in range(len(p))])
+    return first, second
+
+
+def test_candidate_sampler_follows_the_mixture_without_replacement():
+    # 12 items, logged counts 0..11 (item 0 never logged): mixture of popularity and uniform.
+    n_items, mix, n_cand = 12, 0.5, 5
+    logged = np.repeat(np.arange(n_items), np.arange(n_items))
+    prob = mix * np.arange(n_items) / len(logged) + (1 - mix) / n_items
+    sampler = CandidateSampler(logged, n_items, mix)
+    rng = np.random.default_rng(7)
+    draws = sampler.draw(400_000, rng)
+    freq = np.bincount(draws, minlength=n_items) / len(draws)
+    assert np.all(np.abs(freq - prob) < 5 * np.sqrt(prob * (1 - prob) / len(draws)))
+    # Light users (2 consumed: round 1 suffices) and heavy ones (7 consumed, exactly 5 free:
+    # the continuation rounds and the exact top-up decide the order).
+    n_rows = 20_000
+    consumed = np.zeros((n_rows, n_items), bool)
+    consumed[::2, [10, 11]] = True
+    consumed[1::2, [1, 3, 5, 7, 9, 10, 11]] = True
+    state = UserState(np.arange(n_rows), np.packbits(consumed, axis=1, bitorder="little"), consumed.sum(1),
+                      np.zeros((n_rows, 1), np.float32), np.ones(n_rows, np.float32), np.ones(n_rows, bool),
+                      np.zeros(n_items), n_items)
+    cand = sampler.sample(state, np.arange(n_rows), n_cand, rng)
+    assert all(len(set(row)) == n_cand for row in cand.tolist())
+    assert not state.is_consumed(np.arange(n_rows)[:, None], cand).any()
+    for rows in (slice(0, None, 2), slice(1, None, 2)):
+        first, second = _first_two_exact(prob, ~consumed[rows][0])
+        m = len(cand[rows])
+        for slot, law in ((0, first), (1, second)):
+            seen = np.bincount(cand[rows][:, slot], minlength=n_items) / m
+            assert np.all(np.abs(seen - law) < 5 * np.sqrt(law * (1 - law) / m) + 1e-9), (slot, seen, law)

@@ -19,6 +19,7 @@ from transformers import TrainerCallback
 
 from experiments.config import RunConfig
 from experiments.report import atomic_write
+from experiments.train.dist import is_main_process, wait_for_everyone
 
 #: Files that make a saved folder loadable as a model.
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "adapter_model.safetensors")
@@ -63,20 +64,6 @@ def read_csv(path: Path) -> list[dict]:
         return []
     with open(path, newline="") as fh:
         return [{k: v for k, v in row.items() if v != ""} for row in csv.DictReader(fh)]
-
-
-def is_main_process() -> bool:
-    """True outside ``accelerate launch`` and on its rank-0 process: only it
-    writes models, facts and reports (every rank trains)."""
-    return int(os.environ.get("RANK", "0")) == 0
-
-
-def wait_for_everyone() -> None:
-    """Barrier between the ranks of a multi-process run (no-op otherwise)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
-
-        PartialState().wait_for_everyone()
 
 
 def use_cpu(cfg: RunConfig) -> bool:

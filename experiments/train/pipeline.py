@@ -24,9 +24,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from experiments.config import TRAINED_ROWS, ConfigError, RunConfig
-from experiments.report import write_json
+from experiments.report import write_json, write_reward_curves
 from policies.base import Policy
-from experiments.train.common import check_model_dir, is_main_process
+from experiments.train.common import check_model_dir, read_csv
+from experiments.train.dist import is_main_process
+from starec_env.types import PAD
 from experiments.train.rollout import (
     RANK_PREFIX,
     MemoryBank,
@@ -133,6 +135,8 @@ def run_distill(cfg: RunConfig) -> dict:
 
     out = Path(cfg.out)
     began = time.perf_counter()
+    model, tok = load_model(cfg.model.name, dtype=cfg.model.dtype, threads=cfg.threads or None, seed=cfg.data.seed)
+    teacher = make_teacher(cfg.distill.teacher, seed=cfg.data.seed)
     ctx = prepare(cfg)
     rng = np.random.default_rng([cfg.data.seed, 1])
     split = ctx.split.interactions
@@ -140,7 +144,6 @@ def run_distill(cfg: RunConfig) -> dict:
     users = np.sort(rng.choice(all_users, size=min(cfg.distill.train_users, len(all_users)), replace=False))
     states = offline_states(ctx.world.dataset, ctx.world.simulator, split, users, cfg.protocol, rng)
     samples = teacher_samples(ctx.world.dataset, ctx.evidence, states)
-    teacher = make_teacher(cfg.distill.teacher, seed=cfg.data.seed)
     tcfg = DistillConfig(max_rethinks=cfg.distill.rethink, filter=FilterConfig(min_ndcg=cfg.distill.min_ndcg), prompt=ctx.renderer.prompt_cfg)
     ranked = distill(teacher, samples, "rank", tcfg)
     n_reflect = int(round(cfg.distill.reflect_fraction * len(samples)))
@@ -158,7 +161,6 @@ def run_distill(cfg: RunConfig) -> dict:
     order = rng.permutation(len(records))
     train_ds = datasets.Dataset.from_list([records[i] for i in order])
     used = split[split["user"].isin(users)]
-    model, tok = load_model(cfg.model.name, dtype=cfg.model.dtype, threads=cfg.threads or None, seed=cfg.data.seed)
     save_model_atomic(model, tok, out / "base")
     facts = {
         "teacher": cfg.distill.teacher,
@@ -173,13 +175,15 @@ def run_distill(cfg: RunConfig) -> dict:
         "train_interactions_used": int(len(used)),
         "train_interactions_total": int(len(split)),
         "data_fraction": len(used) / max(1, len(split)),
+        # what the prompts actually show: each state's target plus its last max_history items
+        "prompt_interactions": int(np.minimum((states.batch.history != PAD).sum(axis=1), cfg.prompt.max_history).sum() + len(states)),
         "sft": train_sft(cfg, model, tok, train_ds, out / "sft"),
     }
     facts["seconds"] = round(time.perf_counter() - began, 2)
     if is_main_process():
         write_json(out / "distill.json", facts)
-    print(f"distill: {facts['examples']} SFT examples from {facts['users']} users "
-          f"({100 * facts['data_fraction']:.1f}% of training interactions), {facts['sft']['steps']} steps, {facts['seconds']}s")
+        print(f"distill: {facts['examples']} SFT examples from {facts['users']} users "
+              f"({100 * facts['data_fraction']:.1f}% of training interactions), {facts['sft']['steps']} steps, {facts['seconds']}s")
     return facts
 
 
@@ -291,7 +295,8 @@ def train_rl(ctx: Context, start: Path, name: str) -> dict:
     facts["memories_written"] = len(bank.memories)
     if is_main_process():
         write_json(out / f"{name}.json", facts)
-    print(f"rl ({name}): {facts['steps']} GRPO steps in {facts['seconds']}s, reward {facts['first_reward']} -> {facts['last_reward']}")
+        write_reward_curves(read_csv(out / name / "metrics.csv"), out / name / "rewards.png", f"GRPO reward terms ({name})")
+        print(f"rl ({name}): {facts['steps']} GRPO steps in {facts['seconds']}s, reward {facts['first_reward']} -> {facts['last_reward']}")
     return facts
 
 

@@ -44,14 +44,13 @@ from typing import Any, Iterator
 import numpy as np
 
 from experiments.config import ProtocolSection, RunConfig
-from experiments.evaluate import take_feedback
+from experiments.evaluate import play
 from policies.llm.prompts import PromptConfig, candidate_ids, render_rank_prompt, render_reflect_prompt
 from starec_env.protocol import sample_unseen
 from starec_env.types import PAD, RankingBatch
 
 #: Where a scoring ranker reads the answer (the fast template asks for this line).
 RANK_PREFIX = "Ranking:"
-RANK_MODES = ("fast", "think")
 
 
 @dataclass
@@ -255,23 +254,14 @@ def online_transitions(
     """
     episode = 0
     while True:
-        batch = env.reset(seed=seed + episode, users=users)
-        alive = np.asarray(env.alive, dtype=bool).copy()
-        while alive.any():
-            rows = np.flatnonzero(alive)
-            shown = batch.take(rows)
-            scores = np.zeros(batch.candidates.shape, dtype=np.float64)
-            scores[rows] = behaviour.score(shown)
-            result = env.step(scores)
-            next_alive = np.asarray(result.alive, dtype=bool)
-            keep = rows[next_alive[rows]]
+        for step in play(env, behaviour, seed + episode, users):
+            next_alive = np.asarray(step.result.alive, dtype=bool)
+            keep = step.rows[next_alive[step.rows]]
             if len(keep):
-                before = with_truth(env.simulator, batch.take(keep))
-                after = with_truth(env.simulator, result.batch.take(keep))
-                predicted = np.argsort(-scores[keep], axis=1, kind="stable")
-                yield before, predicted, _chosen(result.feedback, keep, batch.candidates[keep]), after
-            behaviour.observe(shown, take_feedback(result.feedback, rows))
-            batch, alive = result.batch, next_alive
+                before = with_truth(env.simulator, step.batch.take(keep))
+                after = with_truth(env.simulator, step.result.batch.take(keep))
+                predicted = np.argsort(-step.scores[keep], axis=1, kind="stable")
+                yield before, predicted, _chosen(step.result.feedback, keep, step.batch.candidates[keep]), after
         episode += 1
 
 

@@ -124,8 +124,8 @@ class LLMAgent(Policy):
     """Shared machinery: text views, evidence, batched ranking, accounting.
 
     ``ranking`` picks how candidates are ranked; ``reflect`` turns on slow
-    memory updates in :meth:`observe`; ``use_memory``/``use_evidence`` are off
-    for the zero-shot ranker.
+    memory updates in :meth:`observe`; ``use_memory=False`` (the zero-shot
+    ranker) means no memory, no profile and no evidence in its prompts.
     """
 
     def __init__(
@@ -150,7 +150,7 @@ class LLMAgent(Policy):
         self.memory = MemoryStore(config.memory)
         self.evidence = EvidenceBuilder(ctx, EvidenceConfig(enabled=config.evidence and use_memory))
         self.counters = _Counters()
-        self._generator = torch.Generator().manual_seed(ctx.seed)
+        self._generator = torch.Generator(device=self.backend.device).manual_seed(ctx.seed)
         self._last_order: dict[int, tuple[tuple[int, ...], list[int]]] = {}
         self._prior: dict[int, np.ndarray] = {}
 
@@ -180,7 +180,7 @@ class LLMAgent(Policy):
         and rewrite each user's preference description (bounded)."""
         if not (self.reflect and self.use_memory and len(batch)):
             return
-        chats, users, fallbacks, chosen_entries = [], [], [], []
+        chats, users, fallbacks = [], [], []
         for row, view in enumerate(self._views(batch)):
             user = int(batch.users[row])
             last = self._last_order.get(user)
@@ -198,19 +198,16 @@ class LLMAgent(Policy):
             )
             users.append(user)
             fallbacks.append(memory.preference)
-            chosen_entries.append(None if chosen is None else (*view.candidates[chosen], rating))
         if not chats:
             return
-        texts = self._generate(chats, self.config.max_new_tokens_reflect, mode="reflect")
+        texts, _ = self._generate(chats, self.config.max_new_tokens_reflect, "reflect")
         # the parser only extracts (loosely capped); the memory enforces its own bound
         cap = 4 * self.config.memory.max_preference_chars
-        for user, text, fallback, entry in zip(users, texts, fallbacks, chosen_entries):
+        for user, text, fallback in zip(users, texts, fallbacks):
             parsed = parse_reflection(text, max_chars=cap, fallback=fallback)
             self.counters.reflections += 1
             self.counters.reflect_format_failures += int(parsed.source == "fallback")
             self.memory.set_preference(user, parsed.preference)
-            if entry is not None:
-                self.memory.record(user, entry)
 
     def stats(self) -> dict:
         out = {"model": self.config.model}
@@ -230,9 +227,7 @@ class LLMAgent(Policy):
                 self.dataset, int(batch.users[row]), batch.history[row], batch.history_ratings[row], batch.candidates[row]
             )
             if self.use_memory:
-                memory = self.memory.get(view.user, view.profile)
-                memory.history.clear()
-                memory.history.extend(view.history)
+                memory = self.memory.sync_history(view.user, view.history, view.profile)
                 view = dataclasses.replace(view, history=list(memory.history))
             views.append(view)
         return views
@@ -243,13 +238,17 @@ class LLMAgent(Policy):
         memory = self.memory.get(view.user)
         return render_rank_prompt(view, memory, mode=mode, evidence=evidence, config=self.config.prompt)
 
-    def _generate(self, chats: list, max_new_tokens: int, mode: str) -> list[str]:
+    def _generate(
+        self, chats: list, max_new_tokens: int, mode: str, options: list[list[str]] | None = None, prefix: str = ""
+    ) -> tuple[list[str], list[np.ndarray] | None]:
         cfg = self.config
-        return self.backend.generate(
+        return self.backend.generate_scored(
             chats,
+            options,
             max_new_tokens=max_new_tokens,
             temperature=cfg.temperature,
             generator=self._generator if cfg.temperature > 0 else None,
+            prefix=prefix,
             agent=self.name,
             mode=mode,
         )
@@ -263,16 +262,23 @@ class LLMAgent(Policy):
         fallback: np.ndarray | None = None,
     ) -> np.ndarray:
         """Generated rankings (fast: bare list; slow: think + list with reasons),
-        parsed with repairs; ``fallback`` scores order missing candidates."""
+        parsed with repairs. Candidates an answer leaves out are ordered by
+        ``fallback`` scores or, for fast answers (forced to start with
+        "Ranking:"), by the free first-step id log-likelihoods of the scoring path."""
         mode = "slow" if slow else "fast"
         chats = [self._rank_prompt(v, evidence[i] if evidence else None, mode) for i, v in enumerate(views)]
-        budget = self.config.max_new_tokens_slow if slow else self.config.max_new_tokens
-        texts = self._generate(chats, budget, mode=mode)
-        scores = np.zeros((len(views), len(views[0].candidates)), dtype=np.float64)
+        n = len(views[0].candidates)
+        if slow:
+            texts, _ = self._generate(chats, self.config.max_new_tokens_slow, mode)
+        else:
+            options = [[" " + cid for cid in candidate_ids(n)]] * len(views)
+            texts, first = self._generate(chats, self.config.max_new_tokens, mode, options, prefix=SCORE_PREFIX)
+            fallback = fallback if fallback is not None else self._calibrated(np.stack(first), n)
+        scores = np.zeros((len(views), n), dtype=np.float64)
         for i, (view, text) in enumerate(zip(views, texts)):
             parsed = parse_ranking(
                 text,
-                candidate_ids(len(view.candidates)),
+                candidate_ids(n),
                 fallback_scores=None if fallback is None else fallback[i],
                 titles=[c[0] for c in view.candidates],
                 expect_think=slow,
@@ -288,10 +294,10 @@ class LLMAgent(Policy):
         chats = [self._rank_prompt(v, evidence[i] if evidence else None, "fast") for i, v in enumerate(views)]
         options = [[" " + cid for cid in candidate_ids(len(v.candidates))] for v in views]
         logp = self.backend.score_options(chats, options, prefix=SCORE_PREFIX, agent=self.name, mode="score")
-        scores = np.stack(logp)
-        if self.config.calibrate:
-            scores = scores - self._content_free_prior(len(views[0].candidates))
-        return scores
+        return self._calibrated(np.stack(logp), len(views[0].candidates))
+
+    def _calibrated(self, logp: np.ndarray, n: int) -> np.ndarray:
+        return logp - self._content_free_prior(n) if self.config.calibrate else logp
 
     def _content_free_prior(self, n: int) -> np.ndarray:
         """Per-identifier log-likelihood when candidates carry no content

@@ -13,9 +13,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from policies.llm.parsing import bound_text
-
-#: One remembered interaction: (title, genres, year, rating).
-Entry = tuple[str, tuple[str, ...], int, float]
+from starec_env.text import HistoryEntry as Entry  # (title, genres, year, rating)
 
 
 @dataclass(frozen=True)
@@ -72,9 +70,13 @@ class MemoryStore:
             self._users[user] = UserMemory(dict(profile or {}), deque(maxlen=self.config.max_history))
         return self._users[user]
 
-    def record(self, user: int, entry: Entry) -> None:
-        """Remember one interaction; the oldest falls out beyond ``max_history``."""
-        self.get(user).history.append(entry)
+    def sync_history(self, user: int, entries: list[Entry], profile: dict | None = None) -> UserMemory:
+        """Take the environment's view of the user's interactions (the source of
+        truth, which already holds every click); only the last ``max_history`` stay."""
+        memory = self.get(user, profile)
+        memory.history.clear()
+        memory.history.extend(entries)
+        return memory
 
     def set_preference(self, user: int, text: str) -> bool:
         """Replace the preference description, bounded; True if it was cut."""

@@ -58,24 +58,30 @@ class UserSimulator:
         slate_utility: np.ndarray,
         rng: np.random.Generator,
         coupling: float = 0.0,
+        active: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """Click and rating for each row's slate: (item or -1, rating or 0).
 
         ``slate_utility`` are the current utilities of the shown items (they
         drive the click); the rating reflects the item's fatigue-free utility.
+        Rows outside the ``active`` mask never click, so what they were shown
+        does not change the random draws of the others.
         """
         logits = self.response.click_logits(slate_utility, slate, state.popularity_boost(coupling))
         slot = self.response.choose(logits, rng)
         hit = slot < slate.shape[1]
-        items = np.take_along_axis(slate, np.where(hit, slot, 0)[:, None], axis=1)
-        base = self.preference.utility(state.users, items)[:, 0]
-        rating = self.response.rate(base, rng)
-        return np.where(hit, items[:, 0], -1), np.where(hit, rating, np.float32(0.0))
+        if active is not None:
+            hit &= active
+        hit = np.flatnonzero(hit)
+        clicked = np.full(len(slot), -1, np.int64)
+        clicked[hit] = slate[hit, slot[hit]]
+        rating = np.zeros(len(slot), np.float32)
+        rating[hit] = self.response.rate(self.preference.utility(state.users[hit], clicked[hit, None])[:, 0], rng)
+        return clicked, rating
 
     def update(self, state: UserState, clicked: np.ndarray, rating: np.ndarray) -> np.ndarray:
         """Apply the outcome to the state; returns the rows whose users left."""
-        genre_rows = self.preference.genre_block(clicked[clicked >= 0])
-        return state.apply(clicked, rating, genre_rows, self.cfg)
+        return state.apply(clicked, rating, self.preference.genre_block(clicked), self.cfg)
 
 
 def build_simulator(dataset: Dataset, cfg: SimulatorConfig | None = None, seed: int = 0) -> UserSimulator:

@@ -32,21 +32,31 @@ class ResponseModel:
     def click_logits(self, slate_utility: np.ndarray, slate_items: np.ndarray, boost: np.ndarray | None = None) -> np.ndarray:
         """(N, S) logits of the shown items, in display order."""
         appeal = self.popularity_weight * self.log_exposure if boost is None else self.popularity_weight * self.log_exposure + boost
-        logits = slate_utility * np.float32(1.0 / self.temperature) + appeal[slate_items]
+        logits = slate_utility * np.float32(1.0 / self.temperature)
+        logits += np.take(appeal, slate_items)
         logits += self.position_bias(slate_items.shape[1])
         return logits
 
     def choose(self, logits: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Slot index clicked per row (``S`` = no click), by inverse-CDF sampling of the MNL."""
+        """Slot index clicked per row (``S`` = no click), by inverse-CDF sampling of the MNL.
+
+        Works slot-major ((S + 1, N)): the max, the running sum (one add per
+        slot; ``np.cumsum`` along a short axis is ~10x slower) and the count
+        then run across rows in vectorised passes instead of over short rows.
+        Single precision: after subtracting the row max every weight is in
+        (0, 1], so probabilities are exact to ~1e-7, far below sampling noise.
+        """
         n, s = logits.shape
-        full = np.empty((n, s + 1), np.float64)
-        full[:, :s] = logits
-        full[:, s] = self.no_click_logit
-        full -= full.max(axis=1, keepdims=True)
+        full = np.empty((s + 1, n), np.float32)
+        full[:s] = logits.T
+        full[s] = self.no_click_logit
+        full -= full.max(axis=0)
         np.exp(full, out=full)
-        cum = np.cumsum(full, axis=1)
-        u = rng.random(n) * cum[:, -1]
-        return np.minimum((cum < u[:, None]).sum(axis=1), s)
+        for slot in range(1, s + 1):
+            full[slot] += full[slot - 1]
+        u = rng.random(n, dtype=np.float32)
+        u *= full[s]
+        return np.minimum(np.count_nonzero(full < u, axis=0), s)
 
     def click_probabilities(self, logits: np.ndarray) -> np.ndarray:
         """(N, S + 1) exact MNL probabilities, last column = no click (for tests/analysis)."""
@@ -57,8 +67,10 @@ class ResponseModel:
 
     def rate(self, utility: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """1..5 star ratings for items with the given true utilities."""
-        noise = rng.standard_normal(len(utility)).astype(np.float32)
-        return ordinal_ratings(utility + np.float32(self.rating_noise) * noise, self.rating_thresholds)
+        noise = rng.standard_normal(len(utility), dtype=np.float32)
+        noise *= np.float32(self.rating_noise)
+        noise += utility
+        return ordinal_ratings(noise, self.rating_thresholds)
 
     def expected_rating_hist(self, utility: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Share of 1..5 stars the model gives to items with these utilities."""
