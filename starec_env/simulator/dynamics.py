@@ -147,6 +147,8 @@ class CandidateSampler:
     #: The lookup table has at least 2**TABLE_SLACK_BITS slots per catalogue item,
     #: so at most ~1/64 of the draws need the exact residual step.
     TABLE_SLACK_BITS = 6
+    #: Users per vectorised block (about 10% faster than one block at 100k users).
+    BLOCK_ROWS = 16384
 
     def __init__(self, interaction_items: np.ndarray, n_items: int, pop_mix: float) -> None:
         self.n_items = int(n_items)
@@ -162,7 +164,7 @@ class CandidateSampler:
         scaled = prob * (1 << self.bits)
         slots = np.floor(scaled).astype(np.int64)
         item_type = np.int16 if self.n_items < 2**15 else np.int32
-        # Slot -1 = "residual": the leftover mass, drawn exactly in proportion to scaled - slots.
+        # Entries -1 are the "residual" slots: the leftover mass, drawn exactly in proportion to scaled - slots.
         spare = (1 << self.bits) - int(slots.sum())
         self.table = np.concatenate([np.repeat(np.arange(self.n_items, dtype=item_type), slots),
                                      np.full(spare, -1, item_type)])
@@ -193,7 +195,9 @@ class CandidateSampler:
         """(len(rows), n_candidates) distinct items the rows' users have not consumed."""
         rows = np.asarray(rows, dtype=np.int64)
         k = n_candidates + max(4, (3 * n_candidates) // 5)  # 20 -> 32; ~2.5% of rows need more (synthetic world)
-        out = self._round(state.consumed, rows, k, n_candidates, rng)
+        out = np.empty((len(rows), n_candidates), np.int64)
+        for lo in range(0, len(rows), self.BLOCK_ROWS):  # blocks keep the temporaries in cache
+            out[lo:lo + self.BLOCK_ROWS] = self._round(state.consumed, rows[lo:lo + self.BLOCK_ROWS], k, n_candidates, rng)
         short = np.flatnonzero(out[:, -1] < 0)
         if len(short):
             out[short] = self._complete(state.consumed_rows(rows[short]), out[short], rng)
@@ -254,7 +258,7 @@ class CandidateSampler:
             lacking = missing.sum(axis=1)
             need = int(lacking.max())
             packed = np.packbits(consumed[todo], axis=1, bitorder="little")
-            more = self._round(packed, np.arange(len(todo)), 2 * need + 8, need, rng)
+            more = self._round(packed, np.arange(len(todo)), 3 * need + 16, need, rng)
             sub[missing] = more[np.arange(need)[None, :] < lacking[:, None]]
             out[todo] = sub
             todo = todo[sub[:, -1] < 0]
