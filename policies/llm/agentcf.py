@@ -28,7 +28,7 @@ only for reflections.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -110,22 +110,13 @@ class Pair:
 
 @dataclass
 class _TrainCounters:
-    """Training figures reported beside the backend's costs."""
+    """Training figures reported (under these names) beside the backend's costs."""
 
-    choices: int = 0
-    mistakes: int = 0
-    still_wrong: int = 0
+    train_choices: int = 0
+    train_mistakes: int = 0
+    train_still_wrong: int = 0
     item_reflections: int = 0
     item_reflect_format_failures: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "train_choices": self.choices,
-            "train_mistakes": self.mistakes,
-            "train_still_wrong": self.still_wrong,
-            "item_reflections": self.item_reflections,
-            "item_reflect_format_failures": self.item_reflect_format_failures,
-        }
 
 
 class AgentCF(LLMAgent):
@@ -174,6 +165,8 @@ class AgentCF(LLMAgent):
         for user, lo, hi in zip(users.tolist(), bounds[0], bounds[1]):
             items, ratings = item_col[lo:hi], rating_col[lo:hi]
             positives = np.flatnonzero(ratings > self.cf.positive_threshold)
+            if np.unique(items).size >= self.dataset.n_items:
+                continue  # the user touched every item: no negative to contrast with
             chosen = positives[max(0, len(positives) - self.cf.train_steps) :]
             for step, k in enumerate(chosen.tolist()):
                 negative = int(sample_unseen(rng, self.dataset.n_items, items, 1)[0])
@@ -188,15 +181,15 @@ class AgentCF(LLMAgent):
     def _train_step(self, pairs: list[Pair]) -> None:
         """Choose; reflect on the wrong choices and choose again, up to ``rounds`` times."""
         wrong = self._choose(pairs)
-        self.train.choices += len(pairs)
-        self.train.mistakes += int(wrong.sum())
+        self.train.train_choices += len(pairs)
+        self.train.train_mistakes += int(wrong.sum())
         for _ in range(self.cf.rounds):
             rows = np.flatnonzero(wrong)
             if not len(rows):
                 break
             self._reflect([pairs[r] for r in rows])
             wrong[rows] = self._choose([pairs[r] for r in rows])
-        self.train.still_wrong += int(wrong.sum())
+        self.train.train_still_wrong += int(wrong.sum())
 
     def _choose(self, pairs: list[Pair]) -> np.ndarray:
         """Whether the user agent picks the wrong item of each pair (ties pick the first shown)."""
@@ -295,7 +288,7 @@ class AgentCF(LLMAgent):
     # ------------------------------------------------------------ reporting
     def stats(self) -> dict:
         out = super().stats()
-        out.update(self.train.as_dict())
+        out.update(asdict(self.train))
         items = self.items.stats()
         out.update(
             {
