@@ -49,3 +49,16 @@ def test_report_file(tmp_path) -> None:
         write_paper_report(tmp_path)
     with pytest.raises(ReportError, match="not found"):
         write_paper_report(tmp_path / "missing")
+
+
+def test_readme_block_is_replaced_and_missing_block_is_an_error(tmp_path) -> None:
+    from experiments.report_paper import update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results:ml100k -->\nold table\n<!-- /results:ml100k -->\noutro\n")
+    update_readme(readme, "ml100k", "# Title\n\n| a | b |\n", "python -m experiments.run --x")
+    text = readme.read_text()
+    assert "old table" not in text and "| a | b |" in text and "python -m experiments.run --x" in text
+    assert text.startswith("intro\n") and text.endswith("<!-- /results:ml100k -->\noutro\n")
+    with pytest.raises(ReportError, match="no block"):
+        update_readme(readme, "other", "x", "cmd")
