@@ -1,14 +1,20 @@
 """Cost of LLM thinking: scoring path vs. fast generation vs. slow thinking.
 
-For each model, in one run on the same users and prompts:
+For each model, in one run on the same users, every agent measured as it
+actually runs one decision (ranking, then - for agents that reflect - the
+memory update after the user's feedback):
 
-* ranking latency per user (decision) of ``starec-fast`` (no-generation
-  scoring path), ``starec`` (fast generated ranking) and ``starec-slow``
-  (chain-of-thought ranking);
+* ``score``: ``starec-fast``'s decision (no-generation scoring path);
+* ``fast``: ``starec``'s fast generated ranking, and its reflection;
+* ``slow``: ``starec-slow``'s decision = chain-of-thought ranking + reflection
+  (STARec's slow thinking is the memory update; this agent also thinks
+  before every ranking);
 * generation throughput (completion tokens/s) at batch 1 vs. batch 16.
 
 Printed as ratios against the targets of issue 3: scoring <= 1/10 of the slow
-path's latency, batch-16 >= 4x batch-1 tokens/s.
+path's latency per decision, batch-16 >= 4x batch-1 tokens/s. Prompt settings
+are the agents' defaults (compact fast prompt, full slow prompt) unless
+overridden; each agent starts without cached prompt prefixes.
 
     python -m benchmarks.bench_llm                      # both models, short settings
     python -m benchmarks.bench_llm --models tiny --users 16 --out bench.json
@@ -30,34 +36,56 @@ from policies.llm.backend import LLMBackend, get_backend
 from policies.registry import make_policy
 from starec_env.data import load_dataset
 from starec_env.protocol import LeaveOneOut
+from starec_env.types import Feedback
 
-RANKERS = {"score": "starec-fast", "fast": "starec", "slow": "starec-slow"}
+AGENTS = {"score": "starec-fast", "fast": "starec", "slow": "starec-slow"}
 THROUGHPUT_PROMPT = [{"role": "user", "content": "Tell me a long story about a family watching old movies together."}]
 
 
-def ranking_latency(model: str, args: argparse.Namespace) -> dict[str, float]:
-    """Seconds per user decision for each ranking path (same users, same prompts)."""
+def agent_options(model: str, args: argparse.Namespace) -> dict:
+    """The agents' defaults, plus only what the command line overrides."""
+    options: dict = {"model": model, "threads": args.threads, "batch_size": 16}
+    for key, value in (("max_new_tokens", args.fast_tokens), ("max_new_tokens_slow", args.slow_tokens)):
+        if value is not None:
+            options[key] = value
+    if args.history is not None:
+        options["prompt"] = {"max_history": args.history, "fast_history": args.history}
+    return options
+
+
+def feedback_for(protocol: LeaveOneOut, scores: np.ndarray, slate: int = 5) -> Feedback:
+    """The user clicks the held-out item (with its real rating) from the agent's top ``slate``."""
+    batch = protocol.batch
+    shown = np.take_along_axis(batch.candidates, np.argsort(-scores, axis=1, kind="stable")[:, :slate], axis=1)
+    rating = protocol.dataset.rating_arr[protocol.target_rows].astype(np.float64)
+    return Feedback(users=batch.users, shown=shown, clicked=protocol.targets.copy(), rating=rating)
+
+
+def decision_latency(model: str, args: argparse.Namespace) -> dict[str, float]:
+    """Seconds per user decision of each agent, split into ranking and reflection."""
     world = load_dataset("synthetic", n_users=200, n_items=300, seed=0)
     protocol = LeaveOneOut(world, n_users=args.users, seed=0)
-    options = {
-        "model": model,
-        "threads": args.threads,
-        "batch_size": 16,
-        "max_new_tokens": args.fast_tokens,
-        "max_new_tokens_slow": args.slow_tokens,
-        "prompt": {"max_history": args.history},
-    }
-    out = {}
-    for path, name in RANKERS.items():
-        policy = make_policy(name, PolicyContext(world, seed=0, options=options))
+    n = len(protocol.batch)
+    out: dict[str, float] = {}
+    for path, name in AGENTS.items():
+        policy = make_policy(name, PolicyContext(world, seed=0, options=agent_options(model, args)))
         policy.fit(protocol.split)
-        policy.score(protocol.batch.take(np.arange(1)))  # warm-up (and the scoring path's calibration)
-        before = policy.stats().get("llm_completion_tokens", 0)
+        policy.backend.clear_prefixes()
+        policy.score(protocol.batch.take(np.arange(1)))  # warm-up (and the scoring path's one-off calibration)
+        policy.backend.reset_stats()
         start = time.perf_counter()
-        policy.score(protocol.batch)
-        out[f"{path}_s_per_user"] = (time.perf_counter() - start) / len(protocol.batch)
-        tokens = policy.stats().get("llm_completion_tokens", 0) - before
-        out[f"{path}_completion_tokens_per_user"] = tokens / len(protocol.batch)
+        scores = policy.score(protocol.batch)
+        ranked = time.perf_counter()
+        policy.observe(protocol.batch, feedback_for(protocol, scores))
+        done = time.perf_counter()
+        stats = policy.stats()
+        out[f"{path}_rank_s"] = (ranked - start) / n
+        out[f"{path}_reflect_s"] = (done - ranked) / n
+        out[f"{path}_s"] = (done - start) / n
+        for mode in ("score", "fast", "slow", "reflect"):
+            for key in ("prompt_tokens", "cached_tokens", "completion_tokens"):
+                if f"{mode}_calls" in stats:
+                    out[f"{path}_{mode}_{key}_per_user"] = stats.get(f"{mode}_{key}", 0) / n
     return out
 
 
@@ -78,25 +106,35 @@ def throughput(model: str, args: argparse.Namespace) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     results = {}
     for model in args.models:
-        row = {**ranking_latency(model, args), **throughput(model, args)}
-        row["score_over_slow"] = row["score_s_per_user"] / row["slow_s_per_user"]
-        row["fast_over_slow"] = row["fast_s_per_user"] / row["slow_s_per_user"]
+        row = {**decision_latency(model, args), **throughput(model, args)}
+        row["score_over_fast"] = row["score_s"] / row["fast_rank_s"]
+        row["score_over_slow"] = row["score_s"] / row["slow_s"]
+        row["score_over_slow_rank"] = row["score_s"] / row["slow_rank_s"]
         row["batch16_over_batch1"] = row["tokens_per_s_batch16"] / row["tokens_per_s_batch1"]
         results[model] = row
     return results
 
 
 def report(results: dict[str, dict[str, float]]) -> str:
+    """Per-decision seconds per agent (ranking + reflection), tokens, ratios and targets."""
     lines = [
-        f"{'model':<14}{'score s/user':>13}{'fast s/user':>12}{'slow s/user':>12}"
-        f"{'score/slow':>11}{'tok/s b1':>10}{'tok/s b16':>10}{'b16/b1':>8}"
+        f"{'model':<14}{'score':>8}{'fast rank':>10}{'+reflect':>9}{'slow rank':>10}{'+reflect':>9}{'slow':>8}"
+        f"{'score/fast':>11}{'score/slow':>11}{'tok/s b1':>9}{'tok/s b16':>10}{'b16/b1':>7}"
     ]
     for model, r in results.items():
         lines.append(
-            f"{model:<14}{r['score_s_per_user']:>13.3f}{r['fast_s_per_user']:>12.3f}{r['slow_s_per_user']:>12.3f}"
-            f"{r['score_over_slow']:>11.3f}{r['tokens_per_s_batch1']:>10.1f}{r['tokens_per_s_batch16']:>10.1f}"
-            f"{r['batch16_over_batch1']:>8.2f}"
+            f"{model:<14}{r['score_s']:>8.3f}{r['fast_rank_s']:>10.3f}{r['fast_reflect_s']:>9.3f}"
+            f"{r['slow_rank_s']:>10.3f}{r['slow_reflect_s']:>9.3f}{r['slow_s']:>8.3f}"
+            f"{r['score_over_fast']:>11.3f}{r['score_over_slow']:>11.3f}{r['tokens_per_s_batch1']:>9.1f}"
+            f"{r['tokens_per_s_batch16']:>10.1f}{r['batch16_over_batch1']:>7.2f}"
         )
+    lines.append("(seconds per user decision; slow = starec-slow's CoT ranking + reflection)")
+    for model, r in results.items():
+        tokens = ", ".join(
+            f"{key[:-len('_per_user')]}={value:.0f}" for key, value in r.items() if key.endswith("_per_user")
+        )
+        lines.append(f"{model} tokens per decision: {tokens}")
+        lines.append(f"{model} score / slow ranking alone (no reflection): {r['score_over_slow_rank']:.3f}")
     lines.append("targets: score/slow <= 0.100, b16/b1 >= 4.00")
     for model, r in results.items():
         ok_score = "met" if r["score_over_slow"] <= 0.1 else "MISSED"
@@ -116,10 +154,12 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", type=lambda s: s.split(","), default=["smollm2-135m", "tiny"])
     p.add_argument("--users", type=int, default=8, help="users (decisions) per ranking path")
-    p.add_argument("--history", type=int, default=10, help="history items shown in prompts")
-    p.add_argument("--fast-tokens", type=int, default=LLMAgentConfig.max_new_tokens, help="max new tokens of a fast ranking")
-    p.add_argument("--slow-tokens", type=int, default=LLMAgentConfig.max_new_tokens_slow,
-                   help="max new tokens of a slow ranking (default: the agents' own)")
+    p.add_argument("--history", type=int, default=None,
+                   help="history items in every prompt (default: the agents' own, compact fast / full slow)")
+    p.add_argument("--fast-tokens", type=int, default=None,
+                   help=f"max new tokens of a fast ranking (default: the agents' {LLMAgentConfig.max_new_tokens})")
+    p.add_argument("--slow-tokens", type=int, default=None,
+                   help=f"max new tokens of a slow ranking (default: the agents' {LLMAgentConfig.max_new_tokens_slow})")
     p.add_argument("--gen-tokens", type=int, default=32, help="new tokens per sequence for tokens/s")
     p.add_argument("--batch1-prompts", type=int, default=4, help="sequences generated one by one")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: automatic)")

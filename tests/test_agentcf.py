@@ -31,8 +31,8 @@ OPTIONS = {
 class ScriptedBackend:
     """Stands in for :class:`policies.llm.backend.LLMBackend`: the user agent
     always picks the first item shown (so every pair whose real choice is
-    shown second is a mistake), reflections are long tagged answers naming
-    who wrote them. Calls are counted per mode like the real backend."""
+    shown second is a mistake), reflections are long answers (after the
+    forced prefix, as the real backend returns them) naming who wrote them. Calls are counted per mode like the real backend."""
 
     device = torch.device("cpu")
 
@@ -51,7 +51,7 @@ class ScriptedBackend:
     def generate_scored(self, chats, options, *, prefix="", agent="default", mode="fast", **_):
         self._log(mode, chats)
         who = "ITEMNOTE" if mode == "reflect_item" else "USERNOTE"
-        return [f"<think>reflecting</think><preference>{who} {'likes drama ' * 30}</preference>"] * len(chats), None
+        return [f"{prefix} {who} {'drama fans ' * 30}</preference>"] * len(chats), None
 
     def stats(self, agent=None):
         out = {f"{mode}_calls": n for mode, n in self.calls.items()}
@@ -123,13 +123,24 @@ def test_mistakes_update_user_and_item_memories_bounded(world):
     wrong_users = {p.user for p in wrong}
     for user in {p.user for p in pairs}:
         preference = agent.memory.get(user).preference if user in agent.memory else ""
-        assert preference.startswith("USERNOTE") == (user in wrong_users)
+        assert preference.startswith("I like USERNOTE") == (user in wrong_users)
         assert len(preference) <= 80
     reflected_items = {i for p in wrong for i in p.items}
-    assert {i for i in reflected_items if agent._note(i).startswith("ITEMNOTE")} == reflected_items
+    assert {i for i in reflected_items if agent._note(i).startswith("Enjoyed by viewers who ITEMNOTE")} == reflected_items
     assert stats["item_memories"] == len(reflected_items)
     assert all(len(agent._note(i)) <= 50 for i in reflected_items)
     assert stats["item_memory_truncations"] == 4 * len(wrong)
+
+    # the user agent is told what it predicted and what the user really chose
+    titles = protocol.dataset.items["title"]
+    reflected = [p for step in steps for _ in range(2) for p in step if p.actual == 1]  # per step, per round
+    assert len(reflected) == len(backend.prompts["reflect"])
+    for p, chat in zip(reflected, backend.prompts["reflect"]):
+        happened = chat[-1]["content"].split("## What happened")[1]
+        assert f"expected to choose [A] {titles[p.items[0]]}" in happened
+        assert f"In fact you chose [B] {titles[p.items[1]]}" in happened
+    item_prompts = [chat[-1]["content"] for chat in backend.prompts["reflect_item"]]
+    assert sum("but chose this movie" in t for t in item_prompts) == sum("but chose the other one" in t for t in item_prompts)
 
     # per step: every pair chooses, then the wrong ones choose again after each
     # round, reading the memories that round's reflections wrote for both sides
@@ -205,4 +216,4 @@ def test_choice_prefix_matches_the_template(world):
     _, protocol = world
     agent, backend = scripted_agent(world, train_steps=1)
     agent.fit(protocol.split)
-    assert all(f'"{CHOICE_PREFIX} <id>"' in chat[-1]["content"] for chat in backend.prompts["choice"])
+    assert all(f'"{CHOICE_PREFIX} <id>"' in chat[0]["content"] for chat in backend.prompts["choice"])

@@ -176,3 +176,58 @@ def test_config_rejects_bad_values():
         LLMAgentConfig.from_options({"slow_budget": 2.0})
     with pytest.raises(ValueError, match="unknown prompt option"):
         LLMAgentConfig.from_options({"prompt": {"nope": 1}})
+
+
+def test_shared_prefix_kv_reuse_changes_nothing_but_cost(tiny_backend):
+    """Prompts sharing a system message: the prefix runs once (and is kept for
+    later calls), scores and greedy answers equal the one-by-one results."""
+    from policies.llm.backend import LLMBackend
+
+    system = {"role": "system", "content": "You rank candidate movies for one user. Answer with one line that starts with Ranking."}
+    chats = [[system, {"role": "user", "content": f"User {k} likes {'comedy ' * k}. Rank A, B, C."}] for k in range(1, 6)]
+    options = [[" A", " B", " C"]] * 5
+
+    def fresh(keep: bool = True) -> LLMBackend:
+        return LLMBackend(tiny_backend.model, tiny_backend.tokenizer, batch_size=4, keep_prefixes=keep)
+
+    alone = [fresh().score_options([c], [o])[0] for c, o in zip(chats, options)]
+    backend = fresh()
+    together = backend.score_options(chats, options)
+    for a, b in zip(alone, together):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    cached = backend.stats()["llm_cached_tokens"]
+    assert 0 < cached < backend.stats()["llm_prompt_tokens"]
+    np.testing.assert_allclose(backend.score_options(chats[:1], options[:1])[0], alone[0], atol=1e-5)
+    assert backend.stats()["llm_cached_tokens"] > cached  # a single prompt reuses the kept prefix
+    long_options = [[" A b", " B c d"]] * 5
+    for a, b in zip([fresh().score_options([c], [o])[0] for c, o in zip(chats, long_options)],
+                    fresh().score_options(chats, long_options)):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert [fresh().generate([c], max_new_tokens=6)[0] for c in chats] == fresh().generate(chats, max_new_tokens=6)
+    backend.clear_prefixes()
+    backend.reset_stats()
+    backend.score_options(chats[:1], options[:1])
+    assert backend.stats()["llm_cached_tokens"] == 0
+    # a backend over weights that may change (training) shares prefixes within a call only
+    training = fresh(keep=False)
+    training.score_options(chats, options)
+    training.score_options(chats[:1], options[:1])
+    assert training.stats()["llm_cached_tokens"] == cached
+
+
+def test_scoring_prompt_is_compact_and_threads_apply(env, tiny_backend):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        policy = make_policy("starec-fast", PolicyContext(env.dataset, seed=0, options=dict(OPTIONS, threads=1)))
+        assert torch.get_num_threads() == 1  # --threads reaches a model loaded earlier
+    finally:
+        torch.set_num_threads(threads)
+    batch = env.reset(seed=1)
+    views = policy._views(batch)
+    evidence = policy.evidence.lines(batch)
+    fast = policy._rank_prompt(views[0], evidence[0], "fast")
+    slow = policy._rank_prompt(views[0], evidence[0], "slow")
+    assert len(fast[1]["content"]) < 0.7 * len(slow[1]["content"])

@@ -6,6 +6,7 @@ and review the diff.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from policies.llm.evidence import EvidenceBuilder, EvidenceConfig, candidate_ran
 from policies.llm.prompts import (
     PromptConfig,
     candidate_ids,
+    compact_evidence,
     render_llmrank_prompt,
     render_rank_prompt,
     render_reflect_prompt,
@@ -55,6 +57,14 @@ def make_view(n_candidates: int = 5) -> AgentTextView:
 
 
 EVIDENCE = [f"popularity #{i + 1} (high)" for i in range(5)]
+#: Lines in the exact form evidence.j2 writes them.
+REAL_EVIDENCE = [
+    "popularity #1 (high), genre match #3 (medium), similarity to history #2 (high)",
+    "popularity #2 (high), genre match none, similarity to history none",
+    "popularity #5 (low), genre match #1 (high), similarity to history #5 (low)",
+    "popularity #3 (medium), genre match #2 (high), similarity to history #4 (medium)",
+    "popularity #4 (medium), genre match #4 (medium), similarity to history #1 (high)",
+]
 
 
 def _golden(name: str, messages: list[dict]) -> None:
@@ -69,6 +79,8 @@ def _golden(name: str, messages: list[dict]) -> None:
 def test_rank_prompts_match_golden_files():
     view = make_view()
     _golden("rank_fast", render_rank_prompt(view, "Likes comedies.", mode="fast"))
+    _golden("rank_fast_evidence", render_rank_prompt(view, "Likes comedies.", mode="fast", evidence=REAL_EVIDENCE))
+    _golden("rank_fast_full", render_rank_prompt(view, "Likes comedies.", mode="fast", config=PromptConfig(fast_layout="full")))
     _golden("rank_slow_evidence", render_rank_prompt(view, "Likes comedies.", mode="slow", evidence=EVIDENCE))
     _golden("llmrank", render_llmrank_prompt(view))
     _golden("reflect", render_reflect_prompt(view, "Likes comedies.", predicted=[3, 0, 1, 2, 4], chosen=1, rating=5))
@@ -92,7 +104,7 @@ def test_rank_prompt_structure():
     user = fast[1]["content"]
     for cid, (title, _g, _y) in zip(candidate_ids(5), view.candidates):
         assert f"[{cid}] {title}" in user
-    assert "<think>" not in user and "Ranking:" in user
+    assert "<think>" not in user and "Ranking:" in fast[0]["content"]
     assert "(none yet)" in user and "user_id" not in user  # ids are not demographics
     slow = render_rank_prompt(view, "Likes comedies.", mode="slow", evidence=EVIDENCE)[1]["content"]
     assert "<think>" in slow and "Likes comedies." in slow and slow.count("evidence:") == 5
@@ -101,10 +113,42 @@ def test_rank_prompt_structure():
     assert render_rank_prompt(view, memory, mode="slow", evidence=EVIDENCE)[1]["content"] == slow
 
 
+def test_fast_prompt_is_compact_and_configurable():
+    view = make_view()
+    slow = render_rank_prompt(view, None, mode="slow", evidence=REAL_EVIDENCE)[1]["content"]
+    compact = render_rank_prompt(view, None, mode="fast", evidence=REAL_EVIDENCE)[1]["content"]
+    assert len(compact) < 0.6 * len(slow)
+    assert "[B] Babe | Comedy, Children's | pop2 genre- sim-" in compact and "(1995)" not in compact
+    # fast prompts show the last min(fast_history, max_history) items; slow ones max_history
+    short = PromptConfig(fast_history=2)
+    assert "Toy Story" not in render_rank_prompt(view, None, config=short)[1]["content"]
+    assert "Toy Story" in render_rank_prompt(view, None, mode="slow", config=short)[1]["content"]
+    assert "Heat" not in render_rank_prompt(view, None, config=PromptConfig(max_history=2, fast_history=9))[1]["content"]
+    # compact candidates never carry descriptions; the full layout is the slow prompt's
+    assert "about:" not in render_rank_prompt(view, None, config=PromptConfig(descriptions=True))[1]["content"]
+    full = render_rank_prompt(view, None, mode="fast", evidence=REAL_EVIDENCE, config=PromptConfig(fast_layout="full"))
+    assert "evidence: popularity #2 (high), genre match none" in full[1]["content"]
+    # every user's compact prompt starts with the same system message (shared KV prefix)
+    other = dataclasses.replace(view, profile={"age": 60}, history=[])
+    assert render_rank_prompt(other, "x", evidence=REAL_EVIDENCE)[0] == render_rank_prompt(view, None, evidence=REAL_EVIDENCE)[0]
+    with pytest.raises(ValueError, match="fast_layout"):
+        PromptConfig.from_dict({"fast_layout": "tiny"})
+    with pytest.raises(ValueError, match="fast_history"):
+        PromptConfig(fast_history=-1)
+
+
+def test_compact_evidence_keeps_every_rank():
+    assert compact_evidence(REAL_EVIDENCE[0]) == "pop1 genre3 sim2"
+    assert compact_evidence(REAL_EVIDENCE[1]) == "pop2 genre- sim-"
+    assert compact_evidence("popularity #12 (low)") == "pop12"
+    assert compact_evidence("something else, popularity #3 (high)") == "something else pop3"  # unknown parts kept
+    assert compact_evidence("") == ""
+
+
 def test_candidate_descriptions_are_optional():
     view = make_view()
     assert "about:" not in render_rank_prompt(view, None)[1]["content"]
-    text = render_rank_prompt(view, None, config=PromptConfig(descriptions=True))[1]["content"]
+    text = render_rank_prompt(view, None, mode="slow", config=PromptConfig(descriptions=True))[1]["content"]
     assert "[B] Babe (1995) | Comedy, Children's\n    about: A film called Babe." in text
 
 
@@ -116,7 +160,7 @@ def test_zero_shot_prompt_has_no_memory_or_profile():
 
 def test_history_is_bounded_most_recent_kept():
     view = make_view()
-    text = render_rank_prompt(view, None, config=PromptConfig(max_history=2))[1]["content"]
+    text = render_rank_prompt(view, None, mode="slow", config=PromptConfig(max_history=2))[1]["content"]
     assert "Toy Story" not in text and "Heat" not in text and "Scream" in text
     text = render_rank_prompt(view, None, config=PromptConfig(max_history=0))[1]["content"]
     assert "(no movies yet)" in text

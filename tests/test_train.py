@@ -180,6 +180,10 @@ def test_pipeline_end_to_end_smoke(tmp_path):
     assert by_name["starec"]["stats"]["score_calls"] > 0  # the student ranked through the scoring path
     config = json.loads((out / "config.json").read_text())
     assert set(config["facts"]["training"]) == {"distill", "rl", "rl-only"}
+    # rerunning a finished stage is a no-op: no extra step, same model
+    assert main(["--preset", "smoke", "--stage", "rl", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "rl.json").read_text())["resumed_from"] == "finished"
+    assert [int(float(r["step"])) for r in read_csv(out / "rl" / "metrics.csv") if "loss" in r] == [1, 2]
 
 
 @pytest.mark.skipif(os.environ.get("STAREC_TEST_ACCELERATE") != "1", reason="~3 min on 2 cores: set STAREC_TEST_ACCELERATE=1")

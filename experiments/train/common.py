@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
 import shutil
 import tempfile
@@ -18,7 +19,7 @@ import torch
 from transformers import TrainerCallback
 
 from experiments.config import RunConfig
-from experiments.report import atomic_write
+from experiments.report import atomic_write, write_json
 from experiments.train.dist import is_main_process, wait_for_everyone
 
 #: Files that make a saved folder loadable as a model.
@@ -164,3 +165,22 @@ def save_model_atomic(model: Any, tokenizer: Any, target: Path) -> Path:
         raise
     wait_for_everyone()
     return target
+
+
+def finished_run(out_dir: Path, settings: dict) -> dict | None:
+    """The facts of a training run in ``out_dir`` that already finished with
+    exactly these ``settings`` (rerunning a finished stage is then a no-op;
+    changed settings, e.g. more steps, resume from the newest checkpoint)."""
+    done = Path(out_dir) / "done.json"
+    if not done.exists():
+        return None
+    data = json.loads(done.read_text())
+    if data.get("settings") != json.loads(json.dumps(settings, default=str)):
+        return None
+    check_model_dir(Path(out_dir) / "model", what="finished model")
+    return {**data["facts"], "resumed_from": "finished"}
+
+
+def mark_finished(out_dir: Path, settings: dict, facts: dict) -> None:
+    if is_main_process():
+        write_json(Path(out_dir) / "done.json", {"settings": json.loads(json.dumps(settings, default=str)), "facts": facts})

@@ -9,12 +9,22 @@ with its weight from the config.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from experiments.train.common import CSVLogger, check_model_dir, last_checkpoint, save_model_atomic, trainer_kwargs, use_cpu
+from experiments.train.common import (
+    CSVLogger,
+    check_model_dir,
+    finished_run,
+    last_checkpoint,
+    mark_finished,
+    save_model_atomic,
+    trainer_kwargs,
+    use_cpu,
+)
 from experiments.config import RunConfig
 
 
@@ -62,6 +72,9 @@ def train_grpo(
 
     out_dir = Path(out_dir)
     start = check_model_dir(Path(start), what="GRPO start model")
+    settings = {"rl": asdict(cfg.rl), "reward": asdict(cfg.reward), "weights": list(weights), "start": str(start)}
+    if (done := finished_run(out_dir, settings)) is not None:
+        return done
     args = grpo_args(cfg, out_dir / "checkpoints", weights)
     from transformers import AutoTokenizer
 
@@ -87,7 +100,7 @@ def train_grpo(
     seconds = time.perf_counter() - began
     save_model_atomic(trainer.model, tokenizer, out_dir / "model")
     history = [h for h in trainer.state.log_history if "reward" in h]
-    return {
+    facts = {
         "steps": int(trainer.state.global_step),
         "seconds": round(seconds, 2),
         "resumed_from": resume,
@@ -96,3 +109,5 @@ def train_grpo(
         "first_reward": history[0]["reward"] if history else None,
         "last_reward": history[-1]["reward"] if history else None,
     }
+    mark_finished(out_dir, settings, facts)
+    return facts

@@ -292,7 +292,8 @@ def train_rl(ctx: Context, start: Path, name: str) -> dict:
         raise ConfigError(f"[reward]: {err}") from None
     stream = IterableDataset.from_generator(_generate, gen_kwargs={"ctx": [ctx], "seed": cfg.data.seed, "bank": [bank]})
     facts = train_grpo(cfg, start, stream, funcs, weights, out / name, on_trainer=ranker.bind)
-    facts["memories_written"] = len(bank.memories)
+    if facts.get("resumed_from") != "finished":
+        facts["memories_written"] = len(bank.memories)
     if is_main_process():
         write_json(out / f"{name}.json", facts)
         write_reward_curves(read_csv(out / name / "metrics.csv"), out / name / "rewards.png", f"GRPO reward terms ({name})")

@@ -7,10 +7,11 @@ is a plain model that GRPO (and its reference model) can load by path.
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from experiments.train.common import CSVLogger, last_checkpoint, save_model_atomic, trainer_kwargs
+from experiments.train.common import CSVLogger, finished_run, last_checkpoint, mark_finished, save_model_atomic, trainer_kwargs
 from experiments.config import RunConfig
 
 
@@ -40,6 +41,9 @@ def train_sft(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, out_dir
 
     out_dir = Path(out_dir)
     d = cfg.distill
+    settings = {"distill": asdict(d), "model": asdict(cfg.model), "examples": len(train_ds)}
+    if (done := finished_run(out_dir, settings)) is not None:
+        return done
     args = SFTConfig(
         **trainer_kwargs(cfg, out_dir / "checkpoints", d.save_steps),
         per_device_train_batch_size=d.batch_size,
@@ -67,7 +71,7 @@ def train_sft(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, out_dir
     if cfg.model.lora:
         trained = trained.merge_and_unload()
     save_model_atomic(trained, tokenizer, out_dir / "model")
-    return {
+    facts = {
         "steps": int(trainer.state.global_step),
         "train_loss": float(result.training_loss),
         "seconds": round(seconds, 2),
@@ -75,3 +79,5 @@ def train_sft(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, out_dir
         "examples": len(train_ds),
         "lora": cfg.model.lora,
     }
+    mark_finished(out_dir, settings, facts)
+    return facts

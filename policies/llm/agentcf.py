@@ -23,7 +23,9 @@ It runs on the same backend, accounting, memory bounds and parser as the
 STARec agents (it is an :class:`~policies.llm.agents.LLMAgent` with its own
 prompts, ``templates/agentcf_*.j2``). The choice is read by the scoring path
 (log-likelihood of " A" vs " B" after "Choice:"), so training generates text
-only for reflections.
+only for reflections, which are forced to open ``<preference>`` with the
+memory's first words (a small model's short budget goes into the memory, not
+into reasoning or echoing the prompt).
 """
 from __future__ import annotations
 
@@ -46,6 +48,11 @@ from starec_env.types import TrainSplit
 #: The training choice is read as the next token after this answer prefix.
 CHOICE_PREFIX = "Choice:"
 CHOICE_OPTIONS = (" A", " B")
+#: Reflections are forced to open the answer tag with the memory's first
+#: words: no reasoning section, so a small model's short token budget goes
+#: into the memory itself, and it writes a description instead of echoing the prompt.
+USER_REFLECT_PREFIX = "<preference>I like"
+ITEM_REFLECT_PREFIX = "<preference>Enjoyed by viewers who"
 #: Random stream of the training plan (user subset, negatives, display order).
 _TRAIN_STREAM = 5
 
@@ -58,7 +65,8 @@ class AgentCFConfig:
     ``train_users``: how many of the split's sampled users train (None: all);
     ``train_steps``: their last positive interactions used, each one choice;
     ``rounds``: reflection rounds at most per wrong choice; item memories are
-    bounded by ``item_memory_chars`` and asked for in ``item_max_words``;
+    bounded by ``item_memory_chars`` and asked for in ``item_max_words``
+    (short: twenty notes sit in every ranking prompt, whose prefill is the cost);
     ``item_history``: recent items of the user an item agent sees when it
     reflects; ``positive_threshold``: ratings above it are positives;
     ``ranking``: "score" (scoring path) or "generate" (parsed ranking).
@@ -67,8 +75,8 @@ class AgentCFConfig:
     train_users: int | None = None
     train_steps: int = 2
     rounds: int = 1
-    item_memory_chars: int = 240
-    item_max_words: int = 40
+    item_memory_chars: int = 160
+    item_max_words: int = 25
     item_history: int = 5
     positive_threshold: float = 3.0
     ranking: str = "score"
@@ -217,7 +225,7 @@ class AgentCF(LLMAgent):
             )
             for p, view in zip(pairs, views)
         ]
-        texts, _ = self._generate(chats, self.config.max_new_tokens_reflect, "reflect")
+        texts, _ = self._generate(chats, self.config.max_new_tokens_reflect, "reflect", prefix=USER_REFLECT_PREFIX)
         cap = 4 * self.config.memory.max_preference_chars  # the store enforces the real bound
         for p, view, text in zip(pairs, views, texts):
             memory = self.memory.get(p.user, view.profile)
@@ -250,7 +258,7 @@ class AgentCF(LLMAgent):
                     max_words=self.cf.item_max_words,
                 )
             )
-        texts, _ = self._generate(chats, self.config.max_new_tokens_reflect, "reflect_item")
+        texts, _ = self._generate(chats, self.config.max_new_tokens_reflect, "reflect_item", prefix=ITEM_REFLECT_PREFIX)
         for (p, _, side), text in zip(jobs, texts):
             item = p.items[side]
             parsed = parse_reflection(text, max_chars=4 * self.cf.item_memory_chars, fallback=self._note(item))

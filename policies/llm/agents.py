@@ -56,6 +56,10 @@ class LLMAgentConfig:
     identifier's log-likelihood under a content-free prompt (small models
     prefer "A" regardless of content). ``temperature`` 0 is greedy; sampling
     draws from a ``torch.Generator`` seeded with the context seed.
+    ``threads``: torch CPU threads (the CLI's ``--threads``; applied even when
+    the model was loaded earlier), ``None`` = automatic. ``prompt`` holds the
+    prompt contents: the fast/scoring prompt is compact by default, slow
+    thinking gets the full context (see :class:`~policies.llm.prompts.PromptConfig`).
     """
 
     model: str = "smollm2-135m"

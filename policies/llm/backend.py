@@ -13,6 +13,15 @@ Two ways to get a ranking out of a model:
 Every call is accounted (sequences, batches, prompt/completion tokens,
 seconds) per agent and per mode, because the cost of thinking is one of the
 things STARec measures.
+
+On CPU, prefill of the prompt is nearly all of a scoring decision's cost, so
+the backend never computes the same prompt tokens twice when it can avoid
+it: the token prefix that all prompts of a call share (system message,
+instructions) is run once per call; each prompt then only runs its own
+suffix. With ``keep_prefixes`` (the shared inference backends of
+:func:`get_backend`, whose weights never change) a few recent prefixes are
+also kept for later calls. ``cached_tokens`` counts the prompt tokens served
+from a prefix cache.
 """
 from __future__ import annotations
 
@@ -26,7 +35,11 @@ import torch
 
 Messages = list[dict[str, str]]
 
-_COUNTERS = ("calls", "batches", "prompt_tokens", "completion_tokens", "seconds", "truncated_prompts")
+_COUNTERS = ("calls", "batches", "prompt_tokens", "cached_tokens", "completion_tokens", "seconds", "truncated_prompts")
+#: Shared prefixes shorter than this are not worth a cache entry.
+MIN_PREFIX_TOKENS = 16
+#: How many shared-prefix KV caches are kept (agents/modes alternate prompts).
+MAX_PREFIXES = 4
 
 
 class LLMBackend:
@@ -35,9 +48,19 @@ class LLMBackend:
     ``batch_size`` bounds how many sequences share one forward pass;
     ``max_prompt_tokens`` (default: the model's context minus room to answer)
     bounds prompts, which are cut on the left when longer (and counted).
+    ``keep_prefixes`` keeps shared-prompt-prefix KV caches across calls: only
+    for frozen weights (a model being trained would read stale keys/values).
     """
 
-    def __init__(self, model, tokenizer, *, batch_size: int = 16, max_prompt_tokens: int | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        *,
+        batch_size: int = 16,
+        max_prompt_tokens: int | None = None,
+        keep_prefixes: bool = False,
+    ):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -52,6 +75,9 @@ class LLMBackend:
         self._stats: dict[tuple[str, str], dict[str, float]] = defaultdict(lambda: dict.fromkeys(_COUNTERS, 0))
         # transformers renamed ``past_key_values`` to ``cache`` (5.x); use what this version takes.
         self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self.keep_prefixes = keep_prefixes
+        self._prefixes: list[tuple[np.ndarray, object]] = []  # (token ids, KV cache), most recent last
+        self._cached_tokens = 0
 
     def _forward(self, cache, **inputs):
         """Model forward through (and filling) ``cache``; returns the logits."""
@@ -88,31 +114,90 @@ class LLMBackend:
         for lo in range(0, len(order), self.batch_size):
             yield order[lo : lo + self.batch_size]
 
-    def _prefill(self, seqs: Sequence[Sequence[int]]):
-        """Forward pass over the prompts; returns a left-padded batch KV cache,
-        the next-token log-probabilities (B, V), the attention mask and the
-        last positions.
+    def _begin_call(self) -> float:
+        """Start of a public call: drop prefixes of earlier calls unless they
+        may be kept; returns the start time for the accounting."""
+        if not self.keep_prefixes:
+            self._prefixes.clear()
+        return time.perf_counter()
 
-        Prompts of unequal length are prefilled one by one and their caches
-        stacked with left padding: CPU attention under a padding mask is much
-        slower (measured ~1.7x per token at batch 2, worse beyond) than the
-        unmasked causal kernel, and batching gains nothing on prompts this long.
-        """
+    def _new_cache(self, prefix=None, rows: int = 1):
+        """An empty KV cache, or one starting with ``prefix``'s keys/values for
+        ``rows`` sequences (the prefix tensors are shared, never modified: the
+        cache concatenates new positions into fresh tensors)."""
         from transformers import DynamicCache
 
+        cache = DynamicCache(config=self.model.config)
+        if prefix is not None:
+            for layer, entry in enumerate(prefix.layers):
+                keys, values = entry.keys, entry.values
+                cache.update(keys.expand(rows, *keys.shape[1:]), values.expand(rows, *values.shape[1:]), layer)
+        return cache
+
+    def _shared_prefix(self, seqs: Sequence[Sequence[int]]) -> tuple[int, object]:
+        """``(n, cache)``: the first ``n`` tokens of every prompt are identical and
+        ``cache`` holds their keys/values (``(0, None)`` when none is shared).
+
+        A kept prefix is reused when it matches (also for a single prompt);
+        otherwise the prompts' own common prefix is computed once and kept.
+        Every prompt keeps at least one token of its own (its next-token
+        distribution is what the caller needs).
+        """
+        limit = min(len(s) for s in seqs) - 1
+        arrays = [np.asarray(s) for s in seqs]
+        best, best_cache = 0, None
+        for ids, cache in self._prefixes:
+            n = min(limit, min(_common_length(ids, a) for a in arrays))
+            if n > best:
+                best, best_cache = n, (cache if n == len(ids) else _sliced(cache, n, self._new_cache()))
+        if best >= MIN_PREFIX_TOKENS:
+            return best, best_cache
+        if len(seqs) < 2:
+            return 0, None
+        n = min(limit, min(_common_length(arrays[0], a) for a in arrays[1:]))
+        if n < MIN_PREFIX_TOKENS:
+            return 0, None
+        cache = self._new_cache()
+        self._forward(cache, input_ids=torch.tensor([list(seqs[0][:n])], device=self.device), logits_to_keep=1)
+        self._prefixes = (self._prefixes + [(arrays[0][:n], cache)])[-MAX_PREFIXES:]
+        return n, cache
+
+    def _prefill(self, seqs: Sequence[Sequence[int]], *, keep_cache: bool = True):
+        """Forward pass over the prompts; returns a left-padded batch KV cache
+        (``None`` unless ``keep_cache``), the next-token log-probabilities
+        (B, V), the attention mask and the last positions.
+
+        The shared prefix comes from :meth:`_shared_prefix`; only the rest of
+        each prompt is run. Prompts of unequal length are prefilled one by one
+        and their caches stacked with left padding: CPU attention under a
+        padding mask is much slower (measured ~1.7x per token at batch 2, worse
+        beyond) than the unmasked causal kernel, and batching gains nothing on
+        prompts this long.
+        """
+        start, prefix = self._shared_prefix(seqs)
+        self._cached_tokens += start * len(seqs)
         ids, mask = self._left_pad(seqs)
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        cache = DynamicCache(config=self.model.config)
         if bool(mask.all()):
-            logits = self._forward(cache, input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1)
-            return cache, torch.log_softmax(logits[:, -1].float(), -1), mask, pos[:, -1:]
+            cache = self._new_cache(prefix, len(seqs))
+            logits = self._forward(
+                cache, input_ids=ids[:, start:], attention_mask=mask, position_ids=pos[:, start:], logits_to_keep=1
+            )
+            return cache if keep_cache else None, torch.log_softmax(logits[:, -1].float(), -1), mask, pos[:, -1:]
         width = ids.shape[1]
         rows, last = [], []
         for seq in seqs:
-            row_cache = DynamicCache(config=self.model.config)
-            logits = self._forward(row_cache, input_ids=ids.new_tensor([list(seq)]), logits_to_keep=1)
-            rows.append(row_cache)
+            row_cache = self._new_cache(prefix)
+            positions = torch.arange(start, len(seq), device=self.device)[None]
+            logits = self._forward(
+                row_cache, input_ids=ids.new_tensor([list(seq[start:])]), position_ids=positions, logits_to_keep=1
+            )
+            rows.append(row_cache if keep_cache else None)
             last.append(logits[:, -1])
+        logp = torch.log_softmax(torch.cat(last).float(), -1)
+        if not keep_cache:
+            return None, logp, mask, pos[:, -1:]
+        cache = self._new_cache()
         for layer in range(len(rows[0].layers)):
             keys, values = [], []
             for seq, row_cache in zip(seqs, rows):
@@ -120,7 +205,7 @@ class LLMBackend:
                 keys.append(torch.nn.functional.pad(row_cache.layers[layer].keys, pad))
                 values.append(torch.nn.functional.pad(row_cache.layers[layer].values, pad))
             cache.update(torch.cat(keys), torch.cat(values), layer)
-        return cache, torch.log_softmax(torch.cat(last).float(), -1), mask, pos[:, -1:]
+        return cache, logp, mask, pos[:, -1:]
 
     # ------------------------------------------------------------ generation
     @torch.inference_mode()
@@ -167,7 +252,7 @@ class LLMBackend:
         candidate ids), e.g. to order what a malformed answer left out."""
         if temperature > 0 and generator is None:
             raise ValueError("sampling (temperature > 0) needs an explicit torch.Generator for reproducibility")
-        start = time.perf_counter()
+        start = self._begin_call()
         seqs, truncated = self._encode([self.prompt_text(c, prefix) for c in chats])
         first_ids = None
         if options is not None:
@@ -242,14 +327,15 @@ class LLMBackend:
         """
         if len(options) != len(chats):
             raise ValueError(f"{len(chats)} chats but {len(options)} option lists")
-        start = time.perf_counter()
+        start = self._begin_call()
         seqs, truncated = self._encode([self.prompt_text(c, prefix) for c in chats])
         opt_ids = [self.tokenizer(list(o), add_special_tokens=False)["input_ids"] if len(o) else [] for o in options]
         result: list[np.ndarray] = [np.zeros(0)] * len(seqs)
         for rows in self._chunks(seqs):
-            cache, logp, mask, pos = self._prefill([seqs[r] for r in rows])
             batch_opts = [opt_ids[r] for r in rows]
-            if all(len(t) == 1 for o in batch_opts for t in o):
+            single = all(len(t) == 1 for o in batch_opts for t in o)
+            cache, logp, mask, pos = self._prefill([seqs[r] for r in rows], keep_cache=not single)
+            if single:
                 scores = [logp[i, [t[0] for t in o]].cpu().numpy() for i, o in enumerate(batch_opts)]
             else:
                 scores = self._score_long(cache, logp, mask, pos, batch_opts)
@@ -288,6 +374,8 @@ class LLMBackend:
         entry["calls"] += len(seqs)
         entry["batches"] += -(-len(seqs) // self.batch_size)
         entry["prompt_tokens"] += sum(map(len, seqs))
+        entry["cached_tokens"] += self._cached_tokens
+        self._cached_tokens = 0
         entry["completion_tokens"] += completion_tokens
         entry["seconds"] += time.perf_counter() - start
         entry["truncated_prompts"] += truncated
@@ -307,6 +395,24 @@ class LLMBackend:
     def reset_stats(self) -> None:
         self._stats.clear()
 
+    def clear_prefixes(self) -> None:
+        """Forget the kept shared-prefix KV caches (e.g. to time a path from cold)."""
+        self._prefixes.clear()
+
+
+def _common_length(a: np.ndarray, b: np.ndarray) -> int:
+    """Length of the common prefix of two token-id arrays."""
+    n = min(len(a), len(b))
+    differ = np.flatnonzero(a[:n] != b[:n])
+    return int(differ[0]) if len(differ) else n
+
+
+def _sliced(cache, n: int, into):
+    """``into`` filled with the first ``n`` positions of ``cache`` (views)."""
+    for layer, entry in enumerate(cache.layers):
+        into.update(entry.keys[..., :n, :], entry.values[..., :n, :], layer)
+    return into
+
 
 _BACKENDS: dict[tuple, LLMBackend] = {}
 
@@ -325,7 +431,9 @@ def get_backend(
     from policies.llm.models import TINY, load_model
 
     key = (name, str(dtype), device, batch_size, seed if name == TINY else 0)  # only tiny's weights are seeded
+    if threads is not None and key in _BACKENDS and _BACKENDS[key].device.type == "cpu":
+        torch.set_num_threads(threads)  # the CLI's --threads applies to a model loaded earlier too
     if key not in _BACKENDS:
         model, tokenizer = load_model(name, dtype=dtype, threads=threads, device=device, seed=seed)
-        _BACKENDS[key] = LLMBackend(model, tokenizer, batch_size=batch_size)
+        _BACKENDS[key] = LLMBackend(model, tokenizer, batch_size=batch_size, keep_prefixes=True)
     return _BACKENDS[key]

@@ -37,10 +37,22 @@ class TextView(Protocol):
 class PromptConfig:
     """Prompt settings, loadable from a TOML table.
 
-    ``max_history`` bounds the prompt: a 135M model degrades fast on long
-    contexts, and the most recent items carry most of the signal.
-    ``descriptions`` adds each candidate's one-line description (when the
-    view has them) at the cost of a longer prompt.
+    ``max_history`` bounds the slow-thinking prompts (CoT ranking,
+    reflection): a 135M model degrades fast on long contexts, and the most
+    recent items carry most of the signal. ``descriptions`` adds each
+    candidate's one-line description (when the view has them) at the cost of
+    a longer prompt.
+
+    Fast thinking must be cheap by design - prefill of the prompt is nearly
+    all of a scoring decision's cost, and grows faster than linearly with its
+    length - so the fast prompt (``mode="fast"``: generated ranking and the
+    scoring path) is compact by default: ``fast_layout="compact"`` shows the
+    last ``min(fast_history, max_history)`` items without years, candidates as
+    one short line without descriptions, and evidence as bare ranks
+    ("pop 3, genre 1, sim 7"); the task sits in the system message so every
+    user's prompt starts with the same tokens (the backend reuses their KV
+    cache). ``fast_layout="full"`` gives the fast prompt the slow prompt's
+    layout and history length.
     """
 
     max_history: int = 20
@@ -48,6 +60,20 @@ class PromptConfig:
     descriptions: bool = False
     reflect_top: int = 5
     max_words: int = 60
+    fast_history: int = 10
+    fast_layout: Literal["compact", "full"] = "compact"
+
+    def __post_init__(self) -> None:
+        if self.fast_layout not in ("compact", "full"):
+            raise ValueError(f"prompt fast_layout must be 'compact' or 'full', got {self.fast_layout!r}")
+        if self.max_history < 0 or self.fast_history < 0:
+            raise ValueError(
+                f"prompt max_history and fast_history must be >= 0, got {self.max_history} and {self.fast_history}"
+            )
+
+    @property
+    def compact_fast(self) -> bool:
+        return self.fast_layout == "compact"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PromptConfig":
@@ -123,10 +149,12 @@ def preference_of(memory: Any) -> str:
     return str(getattr(memory, "preference", "") or "")
 
 
-def _common(view: TextView, config: PromptConfig | None) -> dict[str, Any]:
+def _common(view: TextView, config: PromptConfig | None, *, compact: bool = False) -> dict[str, Any]:
     config = config or PromptConfig()
-    history = list(view.history)[-config.max_history :] if config.max_history > 0 else []
-    descriptions = list(getattr(view, "candidate_descriptions", None) or []) if config.descriptions else []
+    keep = min(config.max_history, config.fast_history) if compact else config.max_history
+    history = list(view.history)[-keep:] if keep > 0 else []
+    with_descriptions = config.descriptions and not compact
+    descriptions = list(getattr(view, "candidate_descriptions", None) or []) if with_descriptions else []
     return {
         "view": view,
         "history": history,
@@ -144,6 +172,36 @@ def _check_evidence(view: TextView, evidence: Sequence[str] | None) -> list[str]
     return list(evidence)
 
 
+#: Short names of the evidence signals in compact prompts (the legend is in
+#: ``templates/rank_fast.j2``).
+SHORT_SIGNALS = {"pop": "pop", "genre": "genre", "itemknn": "sim"}
+
+
+@lru_cache(maxsize=1)
+def _signal_labels() -> tuple[tuple[str, str], ...]:
+    """(long label, short name) pairs, longest label first, from ``evidence.j2``."""
+    labels = template_module("evidence").labels
+    return tuple(sorted(((label, SHORT_SIGNALS.get(name, name)) for name, label in labels.items()), key=lambda x: -len(x[0])))
+
+
+def compact_evidence(line: str) -> str:
+    """An evidence line in the compact fast-prompt form.
+
+    "popularity #9 (medium), genre match none, similarity to history #4 (high)"
+    becomes "pop9 genre- sim4" - the same ranks in a third of the tokens.
+    Parts in any other form are kept as they are, so this never fails.
+    """
+    parts = []
+    for part in line.split(", "):
+        for label, short in _signal_labels():
+            if part.startswith(label + " "):
+                value = part[len(label) + 1 :].split(" (")[0]
+                part = short + (value[1:] if value.startswith("#") else "-")
+                break
+        parts.append(part)
+    return " ".join(parts)
+
+
 def render_rank_prompt(
     view: TextView,
     memory: Any = None,
@@ -156,15 +214,22 @@ def render_rank_prompt(
     ``slow`` for ``<think>...</think>`` then a numbered list with reasons.
 
     ``evidence`` is one line per candidate (:mod:`policies.llm.evidence`), or
-    ``None`` for the no-evidence ablation.
+    ``None`` for the no-evidence ablation. The fast prompt is compact unless
+    ``config.fast_layout`` is "full" (see :class:`PromptConfig`).
     """
     if mode not in ("fast", "slow"):
         raise ValueError(f"mode must be 'fast' or 'slow', got {mode!r}")
+    config = config or PromptConfig()
+    compact = mode == "fast" and config.compact_fast
+    evidence = _check_evidence(view, evidence)
+    if compact and evidence is not None:
+        evidence = [compact_evidence(line) for line in evidence]
     return render_template(
         f"rank_{mode}",
         preference=preference_of(memory),
-        evidence=_check_evidence(view, evidence),
-        **_common(view, config),
+        evidence=evidence,
+        compact=compact,
+        **_common(view, config, compact=compact),
     )
 
 
