@@ -31,8 +31,9 @@ OPTIONS = {
 class ScriptedBackend:
     """Stands in for :class:`policies.llm.backend.LLMBackend`: the user agent
     always picks the first item shown (so every pair whose real choice is
-    shown second is a mistake), reflections are long answers (after the
-    forced prefix, as the real backend returns them) naming who wrote them. Calls are counted per mode like the real backend."""
+    shown second is a mistake); reflections are long answers after the
+    forced prefix (returned with it, as the real backend does) naming who
+    wrote them. Calls are counted per mode like the real backend."""
 
     device = torch.device("cpu")
 
@@ -97,6 +98,8 @@ def test_plan_is_seeded_and_uses_real_choices_against_unseen_negatives(world):
             assert p.items[1 - p.actual] not in set(rows["item"])  # negative never touched in training
             assert p.rating > 3.0 and len(p.history) <= 4
     assert {p.actual for p in pairs} == {0, 1}
+    full = {p.user for s in scripted_agent(world, variant="full", train_users=12)[0].plan(split) for p in s}
+    assert len(full) == 12 and full - set(split.sample_users.tolist())  # item agents meet other users too
     other = scripted_agent(world, seed=1, train_users=4, train_steps=3)[0]
     assert [(p.user, p.items) for s in other.plan(split) for p in s] != [(p.user, p.items) for p in pairs]
 
@@ -177,6 +180,8 @@ def test_waves_never_put_an_item_twice_in_one_batch():
 def test_config_is_checked():
     with pytest.raises(ValueError, match="ranking"):
         AgentCFConfig(ranking="slow")
+    with pytest.raises(ValueError, match="variant"):
+        AgentCFConfig(variant="all")
     with pytest.raises(ValueError, match="rounds"):
         AgentCFConfig(rounds=-1)
     assert AgentCFConfig.from_options({"train_steps": 4, "model": "tiny"}).train_steps == 4

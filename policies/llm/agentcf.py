@@ -62,7 +62,11 @@ class AgentCFConfig:
     """AgentCF's own settings, read from ``PolicyContext.options`` (the LLM
     settings - model, memory, prompt, token limits - are :class:`LLMAgentConfig`'s).
 
-    ``train_users``: how many of the split's sampled users train (None: all);
+    ``variant``: which users' interactions train, as in
+    :meth:`TrainSplit.for_variant` - "sample" (the evaluated users, the
+    paper's setting) or "full" (every user: item agents then meet many more
+    users, so more candidates carry a note); ``train_users``: how many of
+    those train (None: all, drawn with the seeded generator otherwise);
     ``train_steps``: their last positive interactions used, each one choice;
     ``rounds``: reflection rounds at most per wrong choice; item memories are
     bounded by ``item_memory_chars`` and asked for in ``item_max_words``
@@ -72,6 +76,7 @@ class AgentCFConfig:
     ``ranking``: "score" (scoring path) or "generate" (parsed ranking).
     """
 
+    variant: str = "sample"
     train_users: int | None = None
     train_steps: int = 2
     rounds: int = 1
@@ -82,6 +87,8 @@ class AgentCFConfig:
     ranking: str = "score"
 
     def __post_init__(self) -> None:
+        if self.variant not in ("sample", "full"):
+            raise ValueError(f"agentcf variant must be 'sample' or 'full', got {self.variant!r}")
         if self.ranking not in ("score", "generate"):
             raise ValueError(f"agentcf ranking must be 'score' or 'generate', got {self.ranking!r}")
         if self.train_users is not None and self.train_users < 0:
@@ -159,11 +166,12 @@ class AgentCF(LLMAgent):
         the seed and the split: users, negatives and display order come from a
         generator derived from the seed."""
         rng = self.ctx.rng(_TRAIN_STREAM)
-        users = np.sort(np.asarray(split.sample_users, dtype=np.int64))
-        if self.cf.train_users is not None and self.cf.train_users < len(users):
-            users = np.sort(rng.choice(users, size=self.cf.train_users, replace=False))
         inter = split.interactions
         user_col = inter["user"].to_numpy(np.int64)
+        pool = split.sample_users if self.cf.variant == "sample" else np.unique(user_col)
+        users = np.sort(np.asarray(pool, dtype=np.int64))
+        if self.cf.train_users is not None and self.cf.train_users < len(users):
+            users = np.sort(rng.choice(users, size=self.cf.train_users, replace=False))
         order = np.argsort(user_col, kind="stable")  # time order within each user is kept
         item_col = inter["item"].to_numpy(np.int64)[order]
         rating_col = inter["rating"].to_numpy(np.float64)[order]
