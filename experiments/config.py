@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from policies.registry import DEFAULT_POLICIES, available
+from policies.registry import DEFAULT_POLICIES, available, is_llm_policy
 from reward.shaping import RewardConfig
 from starec_env.configtools import read_toml
 from starec_env.data import DATASETS
@@ -191,19 +191,21 @@ class RunConfig:
         return asdict(self)
 
     def policy_options(self, name: str) -> dict:
-        """Options for policy ``name``: the run's LLM settings (ignored by
-        non-LLM policies), then its own ``[policy.<name>]`` table."""
-        base = {
-            "model": self.model.name,
-            "dtype": self.model.dtype,
-            "threads": self.threads or None,
-            "batch_size": self.model.batch_size,
-            "evidence": self.prompt.evidence,
-            "prompt": {"max_history": self.prompt.max_history, "max_words": self.prompt.max_words},
-        }
-        for key in ("max_new_tokens", "max_new_tokens_reflect"):
-            if getattr(self.model, key) is not None:
-                base[key] = getattr(self.model, key)
+        """Options for policy ``name``: the run's thread count, the run's LLM
+        settings for language-model agents only (so an LLM ``batch_size``
+        never replaces BPR's), then its own ``[policy.<name>]`` table."""
+        base: dict = {"threads": self.threads or None}
+        if is_llm_policy(name) or name in TRAINED_ROWS:
+            base |= {
+                "model": self.model.name,
+                "dtype": self.model.dtype,
+                "batch_size": self.model.batch_size,
+                "evidence": self.prompt.evidence,
+                "prompt": {"max_history": self.prompt.max_history, "max_words": self.prompt.max_words},
+            }
+            for key in ("max_new_tokens", "max_new_tokens_reflect"):
+                if getattr(self.model, key) is not None:
+                    base[key] = getattr(self.model, key)
         return {**base, **self.policy.get(name, {})}
 
     def trained_rows(self) -> list[str]:

@@ -45,6 +45,12 @@ def register(name: str, factory: Factory) -> None:
     _FACTORIES[name] = factory
 
 
+def is_llm_policy(name: str) -> bool:
+    """Whether ``name`` is a built-in language-model agent (takes model/prompt options)."""
+    target = _FACTORIES.get(name)
+    return isinstance(target, str) and target.startswith("policies.llm.")
+
+
 def available() -> list[str]:
     return sorted(_FACTORIES)
 

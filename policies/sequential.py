@@ -40,13 +40,12 @@ from torch import nn
 
 from policies.base import Policy, PolicyContext
 from starec_env.metrics import ndcg_single, rank_of
+from starec_env.configtools import config_from_dict
 from starec_env.types import PAD, RankingBatch, TrainSplit
 
 ARCHS = ("gru4rec", "sasrec")
 LOSSES = ("ce", "bce")
 VARIANTS = ("sample", "full")
-#: Options experiments.config hands every policy for the LLM agents; ignored here.
-LLM_RUN_KEYS = frozenset({"model", "dtype", "batch_size", "evidence", "prompt", "max_new_tokens", "max_new_tokens_reflect"})
 
 
 @dataclass
@@ -90,18 +89,8 @@ class SeqConfig:
 
     @classmethod
     def from_dict(cls, options: dict) -> "SeqConfig":
-        """Build from a config table; unknown keys are an error, not silently ignored.
-
-        The run-wide LLM settings the CLI hands every policy
-        (:data:`LLM_RUN_KEYS`) mean nothing here and are skipped; that is why
-        the training batch is ``train_batch_size``, not ``batch_size``.
-        """
-        options = {k: v for k, v in options.items() if k not in LLM_RUN_KEYS}
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(options) - known)
-        if unknown:
-            raise ValueError(f"unknown sequential-model option(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**options)
+        """Build from a config table; unknown keys are an error, not silently ignored."""
+        return config_from_dict(cls, options, "sequential-model options")
 
 
 # --------------------------------------------------------------------------- models
