@@ -335,6 +335,11 @@ def load_run_config(
     if data:
         cfg = merge_checked(cfg, {k: v for k, v in data.items() if k != "preset"}, str(path))
     if overrides:
+        new_data = overrides.get("data", {})
+        if new_data.get("dataset") not in (None, cfg.data.dataset) and "options" not in new_data:
+            # loader options belong to the dataset they were written for (e.g. a
+            # preset's synthetic size): --dataset ml-100k must not inherit them
+            cfg = replace(cfg, data=replace(cfg.data, options={}))
         cfg = merge_checked(cfg, overrides, "command line")
     for item in sets or []:
         keys, value = parse_override(item)

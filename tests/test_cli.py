@@ -212,3 +212,11 @@ def test_llm_run_settings_reach_only_llm_policies() -> None:
     cfg = load_run_config(None, {}, [])
     assert "batch_size" not in cfg.policy_options("bpr") and "model" not in cfg.policy_options("sasrec")
     assert cfg.policy_options("llmrank")["model"] == cfg.model.name
+
+
+def test_dataset_flag_drops_the_presets_synthetic_options() -> None:
+    from experiments.config import load_run_config
+
+    cfg = load_run_config(None, {"data": {"dataset": "ml-100k"}}, [], preset="default")
+    assert cfg.data.dataset == "ml-100k" and cfg.data.options == {}
+    assert load_run_config(None, {}, [], preset="default").data.options  # the preset's own world is kept
