@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments.config import ConfigError, load_run_config, parse_seeds, presets
@@ -220,3 +221,35 @@ def test_dataset_flag_drops_the_presets_synthetic_options() -> None:
     cfg = load_run_config(None, {"data": {"dataset": "ml-100k"}}, [], preset="default")
     assert cfg.data.dataset == "ml-100k" and cfg.data.options == {}
     assert load_run_config(None, {}, [], preset="default").data.options  # the preset's own world is kept
+
+
+def test_every_agent_sees_the_same_candidates() -> None:
+    """One protocol object per seed drives every agent: identical users, histories, candidates."""
+    from experiments.config import load_run_config
+    from experiments.evaluate import benchmark
+    from policies.rule_based import make_random
+
+    seen: dict[str, list] = {"x:a": [], "x:b": []}
+
+    def recorder(name: str):
+        def factory(ctx):
+            policy = make_random(ctx)
+            score = policy.score
+
+            def record(batch):
+                seen[name].append((batch.users.copy(), batch.candidates.copy(), batch.history.copy()))
+                return score(batch)
+
+            policy.score = record
+            return policy
+
+        return factory
+
+    cfg = load_run_config(None, {"policies": ["x:a", "x:b"], "seeds": [0, 1], "protocol": {"users": 30},
+                                 "online": {"enabled": False}, "data": {"options": {"n_users": 80, "n_items": 60}},
+                                 "progress": False}, [])
+    benchmark(cfg, factories={"x:a": recorder("x:a"), "x:b": recorder("x:b")})
+    assert len(seen["x:a"]) == len(seen["x:b"]) >= 2
+    for got_a, got_b in zip(seen["x:a"], seen["x:b"]):
+        assert all(np.array_equal(x, y) for x, y in zip(got_a, got_b))
+    assert not np.array_equal(seen["x:a"][0][1], seen["x:a"][-1][1])  # a new seed draws new candidates

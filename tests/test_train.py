@@ -186,7 +186,7 @@ def test_pipeline_end_to_end_smoke(tmp_path):
     assert [int(float(r["step"])) for r in read_csv(out / "rl" / "metrics.csv") if "loss" in r] == [1, 2]
 
 
-@pytest.mark.skipif(os.environ.get("STAREC_TEST_ACCELERATE") != "1", reason="~3 min on 2 cores: set STAREC_TEST_ACCELERATE=1")
+@pytest.mark.skipif(os.environ.get("STAREC_SKIP_ACCELERATE") == "1", reason="STAREC_SKIP_ACCELERATE=1 (the test takes ~3 min on 2 cores)")
 def test_accelerate_two_cpu_processes(tmp_path):
     """`accelerate launch --num_processes 2 --cpu`: both ranks train, one copy of every output."""
     out = tmp_path / "acc"
