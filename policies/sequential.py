@@ -30,7 +30,7 @@ from __future__ import annotations
 import copy
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
@@ -90,7 +90,7 @@ class SeqConfig:
     @classmethod
     def from_dict(cls, options: dict) -> "SeqConfig":
         """Build from a config table; unknown keys are an error, not silently ignored."""
-        return config_from_dict(cls, options, "sequential-model options")
+        return config_from_dict(cls, options, "sequential-model")
 
 
 # --------------------------------------------------------------------------- models

@@ -109,7 +109,7 @@ class RewardConfig:
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "[reward]") -> "RewardConfig":
-        return config_from_dict(cls, data, where)
+        return config_from_dict(cls, data, "reward", where)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -1,12 +1,12 @@
 """Environment configuration: one dataclass, loadable from a TOML table or dict."""
 from __future__ import annotations
 
-import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from starec_env.simulator.config import SimulatorConfig, check_options
+from starec_env.configtools import config_from_dict, read_toml
+from starec_env.simulator.config import SimulatorConfig
 
 MODES = ("online", "offline")
 
@@ -65,17 +65,12 @@ class EnvConfig:
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "EnvConfig":
         """Build from plain values (e.g. a TOML table); unknown keys are an error."""
-        check_options(cls, values, "environment option", source)
-        return cls(**values)
+        return config_from_dict(cls, values, "environment", source)
 
     @classmethod
     def from_toml(cls, path: str | Path, table: str | None = "env") -> "EnvConfig":
         """Load from a TOML file; options live in ``[env]`` (or the top level when absent)."""
-        path = Path(path)
-        try:
-            data = tomllib.loads(path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: invalid TOML ({exc})") from None
+        data = read_toml(path)
         if table and table in data:
             data = data[table]
         return cls.from_dict(data, source=str(path))

@@ -9,16 +9,18 @@ from typing import Any, Mapping, TypeVar
 T = TypeVar("T")
 
 
-def config_from_dict(cls: type[T], data: Mapping[str, Any], where: str) -> T:
+def config_from_dict(cls: type[T], data: Mapping[str, Any], what: str, source: str = "") -> T:
     """Build config dataclass ``cls`` from a mapping, rejecting unknown keys by name.
 
-    A typo must not silently fall back to a default; ``where`` names the
-    table or file in the error. Lists become tuples so configs stay hashable.
+    A typo must not silently fall back to a default: the error says
+    "unknown <what> option(s)", prefixed by ``source`` (a file or table) when
+    given. Lists become tuples so configs stay hashable.
     """
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{where}: unknown option(s) {unknown}; expected some of {sorted(known)}")
+        where = f"{source}: " if source else ""
+        raise ValueError(f"{where}unknown {what} option(s) {unknown}; expected some of {sorted(known)}")
     return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 

@@ -130,7 +130,7 @@ def test_configuration_errors_are_clear():
         build_reward_funcs(RewardConfig(memory=1.0))
     with pytest.raises(ValueError, match="simulator"):
         build_reward_funcs(RewardConfig(feedback=1.0, memory=0.0))
-    with pytest.raises(ValueError, match="unknown option"):
+    with pytest.raises(ValueError, match="unknown reward option"):
         RewardConfig.from_dict({"rank_teir": 1.0})
     with pytest.raises(ValueError, match="target"):
         RankTierReward()([[]], ["Ranking: A"], candidate_ids=[IDS], target=[-1])

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from policies.base import Policy, PolicyContext
+from starec_env.configtools import config_from_dict
 from starec_env.types import RankingBatch, TrainSplit
 
 #: Signals available, in the order they are printed.
@@ -45,8 +46,6 @@ class EvidenceConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "EvidenceConfig":
-        from policies.llm.prompts import config_from_dict
-
         return config_from_dict(cls, data, "evidence")
 
 

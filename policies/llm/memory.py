@@ -9,10 +9,11 @@ or the process, grow without limit.
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from policies.llm.parsing import bound_text
+from starec_env.configtools import config_from_dict
 from starec_env.text import HistoryEntry as Entry  # (title, genres, year, rating)
 
 
@@ -31,11 +32,7 @@ class MemoryConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "MemoryConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown memory option(s) {unknown}; expected some of {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "memory")
 
 
 @dataclass

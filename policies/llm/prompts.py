@@ -12,17 +12,17 @@ parse (see :mod:`policies.llm.parsing`).
 from __future__ import annotations
 
 import string
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal, Protocol, Sequence, TypeVar
+from typing import Any, Literal, Protocol, Sequence
 
 import jinja2
 
+from starec_env.configtools import config_from_dict
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 
 Messages = list[dict[str, str]]
-T = TypeVar("T")
 
 
 class TextView(Protocol):
@@ -78,17 +78,6 @@ class PromptConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PromptConfig":
         return config_from_dict(cls, data, "prompt")
-
-
-def config_from_dict(cls: type[T], data: dict[str, Any], what: str) -> T:
-    """Build config dataclass ``cls`` from a TOML table, rejecting unknown keys
-    by name (a typo must not silently fall back to a default). Lists become
-    tuples so configs stay hashable."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"unknown {what} option(s) {unknown}; expected some of {sorted(known)}")
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
 def candidate_ids(n: int) -> list[str]:

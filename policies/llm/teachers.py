@@ -42,11 +42,11 @@ from policies.llm.prompts import (
     PromptConfig,
     TextView,
     candidate_ids,
-    config_from_dict,
     render_rank_prompt,
     render_reflect_prompt,
     render_rethink_prompt,
 )
+from starec_env.configtools import config_from_dict
 from starec_env.metrics import ndcg_graded, ndcg_single
 
 Kind = Literal["rank", "reflect"]

@@ -6,13 +6,14 @@ stored in ``ds.meta["preprocess"]`` so every layer reads the same values.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
 import numpy as np
 
 from starec_env.data.errors import PreprocessError
 from starec_env.data.model import Dataset
+from starec_env.configtools import config_from_dict
 
 
 @dataclass
@@ -40,11 +41,7 @@ class PreprocessConfig:
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "PreprocessConfig":
         """Build from a TOML table, refusing unknown keys (a typo must not be silently ignored)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown preprocess option(s) {unknown}: expected some of {sorted(known)}")
-        return cls(**dict(values))
+        return config_from_dict(cls, values, "preprocess")
 
 
 def kcore_rows(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:

@@ -1,7 +1,9 @@
 """Simulator settings (a dataclass, loadable from a TOML table)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
+
+from starec_env.configtools import config_from_dict
 
 
 @dataclass
@@ -38,14 +40,4 @@ class SimulatorConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "SimulatorConfig":
-        check_options(cls, values, "simulator option")
-        return cls(**values)
-
-
-def check_options(cls: type, values: dict, what: str, source: str = "") -> None:
-    """Reject keys that are not fields of the dataclass ``cls``, naming the known ones."""
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        where = f"{source}: " if source else ""
-        raise ValueError(f"{where}unknown {what}(s) {unknown}; known: {sorted(known)}")
+        return config_from_dict(cls, values, "simulator")
