@@ -313,6 +313,16 @@ def _preset_file(name: str, where: str) -> Path:
     return file
 
 
+def _layer(cfg: RunConfig, values: dict, where: str) -> RunConfig:
+    """Merge one config layer. Loader options belong to the dataset they were
+    written for: a layer that switches dataset without giving options drops
+    the earlier ones (a preset's synthetic world size must not reach ml-100k)."""
+    new_data = values.get("data", {})
+    if new_data.get("dataset") not in (None, cfg.data.dataset) and "options" not in new_data:
+        cfg = replace(cfg, data=replace(cfg.data, options={}))
+    return merge_checked(cfg, values, where)
+
+
 def load_run_config(
     path: str | Path | None = None,
     overrides: dict | None = None,
@@ -330,20 +340,15 @@ def load_run_config(
     name = preset if preset is not None else data.get("preset")
     if name is not None and name != "none":
         file = _preset_file(str(name), str(path) if preset is None else "--preset")
-        cfg = merge_checked(cfg, {k: v for k, v in _read(file).items() if k != "preset"}, str(file))
+        cfg = _layer(cfg, {k: v for k, v in _read(file).items() if k != "preset"}, str(file))
         cfg = replace(cfg, preset=str(name))
     if data:
-        cfg = merge_checked(cfg, {k: v for k, v in data.items() if k != "preset"}, str(path))
+        cfg = _layer(cfg, {k: v for k, v in data.items() if k != "preset"}, str(path))
     if overrides:
-        new_data = overrides.get("data", {})
-        if new_data.get("dataset") not in (None, cfg.data.dataset) and "options" not in new_data:
-            # loader options belong to the dataset they were written for (e.g. a
-            # preset's synthetic size): --dataset ml-100k must not inherit them
-            cfg = replace(cfg, data=replace(cfg.data, options={}))
-        cfg = merge_checked(cfg, overrides, "command line")
+        cfg = _layer(cfg, overrides, "command line")
     for item in sets or []:
         keys, value = parse_override(item)
-        cfg = merge_checked(cfg, _nested(keys, value), f"--set {item}")
+        cfg = _layer(cfg, _nested(keys, value), f"--set {item}")
     _validate(cfg)
     return cfg
 

@@ -193,7 +193,6 @@ def test_tiny_model_end_to_end_is_deterministic(world, tiny_backend, ranking):
     runs = []
     for run in range(2):
         policy = make_policy("agentcf", PolicyContext(dataset, seed=0, options={**OPTIONS, "ranking": ranking}))
-        policy.name = f"agentcf-{ranking}-{run}"  # the shared backend accounts costs per agent name
         policy.fit(protocol.split)
         runs.append((policy.score(protocol.batch), policy))
     (first, policy), (second, other) = runs

@@ -221,6 +221,8 @@ def test_dataset_flag_drops_the_presets_synthetic_options() -> None:
     cfg = load_run_config(None, {"data": {"dataset": "ml-100k"}}, [], preset="default")
     assert cfg.data.dataset == "ml-100k" and cfg.data.options == {}
     assert load_run_config(None, {}, [], preset="default").data.options  # the preset's own world is kept
+    via_set = load_run_config(None, {}, ["data.dataset=ml-100k"], preset="default")
+    assert via_set.data.dataset == "ml-100k" and via_set.data.options == {}
 
 
 def test_every_agent_sees_the_same_candidates() -> None:

@@ -231,3 +231,16 @@ def test_scoring_prompt_is_compact_and_threads_apply(env, tiny_backend):
     fast = policy._rank_prompt(views[0], evidence[0], "fast")
     slow = policy._rank_prompt(views[0], evidence[0], "slow")
     assert len(fast[1]["content"]) < 0.7 * len(slow[1]["content"])
+
+
+def test_each_instance_reports_its_own_costs(env, tiny_backend):
+    """The backend is shared per process; a new policy per seed must not report
+    the running total of every earlier policy of the same name."""
+    protocol = LeaveOneOut(env.dataset, n_negatives=5, n_users=4, seed=0)
+    costs = []
+    for _ in range(2):
+        policy = make_policy("starec-fast", PolicyContext(env.dataset, seed=0, options=OPTIONS))
+        policy.fit(protocol.split)
+        policy.score(protocol.batch)
+        costs.append(policy.stats()["llm_calls"])
+    assert costs[0] == costs[1] > 0

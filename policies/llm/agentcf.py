@@ -211,7 +211,7 @@ class AgentCF(LLMAgent):
         """Whether the user agent picks the wrong item of each pair (ties pick the first shown)."""
         chats = [render_template("agentcf_choice", **self._variables(self._pair_view(p))) for p in pairs]
         logp = self.backend.score_options(
-            chats, [list(CHOICE_OPTIONS)] * len(chats), prefix=CHOICE_PREFIX, agent=self.name, mode="choice"
+            chats, [list(CHOICE_OPTIONS)] * len(chats), prefix=CHOICE_PREFIX, agent=self.account, mode="choice"
         )
         picked = np.argmax(np.stack(logp), axis=1)
         return picked != np.array([p.actual for p in pairs])

@@ -25,6 +25,7 @@ policy.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
@@ -39,6 +40,8 @@ from policies.llm.parsing import ParsedRanking, parse_ranking, parse_reflection
 from policies.llm.prompts import PromptConfig, candidate_ids, render_llmrank_prompt, render_rank_prompt, render_reflect_prompt
 from starec_env.text import AgentTextView, text_view
 from starec_env.types import Feedback, RankingBatch, TrainSplit
+
+_INSTANCES = itertools.count()  # numbers agent instances for cost accounting
 
 Ranking = Literal["generate", "score", "slow", "adaptive"]
 #: The scoring path reads the next token after this answer prefix (the fast
@@ -157,6 +160,14 @@ class LLMAgent(Policy):
         self._generator = torch.Generator(device=self.backend.device).manual_seed(ctx.seed)
         self._last_order: dict[int, tuple[tuple[int, ...], list[int]]] = {}
         self._prior: dict[int, np.ndarray] = {}
+        self._instance = next(_INSTANCES)
+
+    @property
+    def account(self) -> str:
+        """Key of this agent's costs in the (shared, per-process) backend: one
+        per instance, so a fresh policy per seed reports its own costs, not a
+        running total over every earlier instance of the same name."""
+        return f"{self.name}#{self._instance}"
 
     # ----------------------------------------------------------- policy API
     def fit(self, split: TrainSplit) -> None:
@@ -215,7 +226,7 @@ class LLMAgent(Policy):
 
     def stats(self) -> dict:
         out = {"model": self.config.model}
-        out.update(self.backend.stats(agent=self.name))
+        out.update(self.backend.stats(agent=self.account))
         out.update(self.counters.as_dict())
         if self.use_memory:
             out.update(self.memory.stats())
@@ -253,7 +264,7 @@ class LLMAgent(Policy):
             temperature=cfg.temperature,
             generator=self._generator if cfg.temperature > 0 else None,
             prefix=prefix,
-            agent=self.name,
+            agent=self.account,
             mode=mode,
         )
 
@@ -297,7 +308,7 @@ class LLMAgent(Policy):
         batched forward pass (optionally calibrated against a content-free prompt)."""
         chats = [self._rank_prompt(v, evidence[i] if evidence else None, "fast") for i, v in enumerate(views)]
         options = [[" " + cid for cid in candidate_ids(len(v.candidates))] for v in views]
-        logp = self.backend.score_options(chats, options, prefix=SCORE_PREFIX, agent=self.name, mode="score")
+        logp = self.backend.score_options(chats, options, prefix=SCORE_PREFIX, agent=self.account, mode="score")
         return self._calibrated(np.stack(logp), len(views[0].candidates))
 
     def _calibrated(self, logp: np.ndarray, n: int) -> np.ndarray:
@@ -311,7 +322,7 @@ class LLMAgent(Policy):
             chat = render_rank_prompt(blank, None, mode="fast", evidence=None, config=self.config.prompt)
             options = [[" " + cid for cid in candidate_ids(n)]]
             self._prior[n] = self.backend.score_options(
-                [chat], options, prefix=SCORE_PREFIX, agent=self.name, mode="calibrate"
+                [chat], options, prefix=SCORE_PREFIX, agent=self.account, mode="calibrate"
             )[0]
         return self._prior[n]
 
