@@ -87,7 +87,10 @@ class ModelSection:
     no-generation scoring path; ``generate``, ``slow``, ``adaptive``: see
     :mod:`policies.llm.agents`); ``batch_size`` bounds LLM inference batches;
     ``max_new_tokens*`` (None = the agents' defaults) bound generated
-    rankings and reflections of every LLM row.
+    rankings and reflections of every LLM row. ``precision`` is the
+    training arithmetic: "bf16" autocast, "fp32", or "auto" (bf16 on a GPU
+    and on CPUs with native bf16, else fp32; see
+    :func:`experiments.train.common.mixed_bf16`).
     """
 
     name: str = "smollm2-135m"
@@ -96,6 +99,7 @@ class ModelSection:
     ranking: str = "score"
     max_new_tokens: int | None = None
     max_new_tokens_reflect: int | None = None
+    precision: str = "auto"
     lora: bool = False
     lora_r: int = 8
     lora_alpha: int = 16
@@ -117,14 +121,17 @@ class DistillSection:
 
     ``teacher``: "oracle", "http" or "local:<model>"; ``train_users`` users'
     training interactions are used (the fraction is reported);
-    ``reflect_fraction`` of them also yield a memory-update trace and
-    ``fast_fraction`` a bare-ranking trace (see :mod:`experiments.train.rollout`).
+    ``reflect_fraction`` of them also yield a memory-update trace,
+    ``fast_fraction`` a bare-ranking trace and ``think_fraction`` a
+    think-first trace (see :mod:`experiments.train.rollout`; on a CPU budget
+    the long think-first traces cost most per example).
     """
 
     teacher: str = "oracle"
     train_users: int = 1000
     reflect_fraction: float = 0.3
     fast_fraction: float = 0.5
+    think_fraction: float = 1.0
     rethink: int = 1
     min_ndcg: float = 0.0
     epochs: float = 1.0
@@ -389,6 +396,8 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError("protocol.users and protocol.negatives must be >= 1")
     if cfg.model.ranking not in RANKINGS:
         raise ConfigError(f"model.ranking must be one of {RANKINGS}, got {cfg.model.ranking!r}")
+    if cfg.model.precision not in ("auto", "bf16", "fp32"):
+        raise ConfigError(f"model.precision must be 'auto', 'bf16' or 'fp32', got {cfg.model.precision!r}")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
     rl = cfg.rl
@@ -396,11 +405,12 @@ def _validate(cfg: RunConfig) -> None:
         raise ConfigError(f"rl.num_generations must be >= 2 (GRPO compares completions of one prompt), got {rl.num_generations}")
     if rl.source not in ("online", "offline"):
         raise ConfigError(f"rl.source must be 'online' or 'offline', got {rl.source!r}")
-    for section in ("distill", "rl"):
-        sec = getattr(cfg, section)
-        for name in ("reflect_fraction", "fast_fraction"):
-            if not 0.0 <= getattr(sec, name) <= 1.0:
-                raise ConfigError(f"{section}.{name} must be in [0, 1], got {getattr(sec, name)}")
+    shares = [("distill", "reflect_fraction"), ("distill", "fast_fraction"), ("distill", "think_fraction"),
+              ("rl", "reflect_fraction"), ("rl", "fast_fraction")]
+    for section, name in shares:
+        value = getattr(getattr(cfg, section), name)
+        if not 0.0 <= value <= 1.0:
+            raise ConfigError(f"{section}.{name} must be in [0, 1], got {value}")
     if rl.reflect_fraction + rl.fast_fraction > 1.0:
         raise ConfigError(f"rl.reflect_fraction + rl.fast_fraction must be <= 1, got {rl.reflect_fraction + rl.fast_fraction}")
     if cfg.reward.memory_metric not in ("tier", "ndcg"):

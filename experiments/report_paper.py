@@ -5,7 +5,9 @@ this module turns them into the table a reviewer compares with the paper
 (NDCG x 100, mean ± std over seeds, training data fraction, wall times and
 LLM tokens per agent) and checks that the protocol is not broken: a random
 ranker must sit at the analytic expectation, the oracle on top, popularity
-below BPR-full on real data. Usage::
+below BPR-full on real data. For runs with trained rows it states whether
+the issue's claims hold (SFT + RL above SFT only, above pop and genre) and
+what training used and cost. Usage::
 
     python -m experiments.report_paper runs/latest   # writes runs/latest/report.md
     python -m experiments.report_paper runs/ml100k --readme README.md --section ml100k \
@@ -63,6 +65,57 @@ def sanity_checks(rows: list[dict], n_candidates: int, n_users: int, real_data: 
         pop, bpr = by_name["pop"]["ndcg@10"], by_name["bpr-full"]["ndcg@10"]
         checks.append(("pop below bpr-full (real data)", pop < bpr, f"{pop:.4f} vs {bpr:.4f}"))
     return checks
+
+
+#: The issue's claims about trained rows: (better, worse) pairs compared on NDCG@10.
+CLAIMS = (("starec", "starec-sft"), ("starec", "pop"), ("starec", "genre"), ("starec-sft", "starec-rl-only"),
+          ("starec", "starec-noreflect"))
+
+
+def claim_checks(rows: list[dict]) -> list[tuple[str, bool, str]]:
+    """(claim, held, detail) for each of :data:`CLAIMS` whose rows ran: the
+    NDCG@10 difference, and "within noise" when it is under two standard
+    errors estimated from the seeds' spread (so a win by luck is named as such)."""
+    by_name = {r["policy"]: r for r in rows}
+    checks = []
+    for better, worse in CLAIMS:
+        if better not in by_name or worse not in by_name:
+            continue
+        a, b = by_name[better], by_name[worse]
+        diff = a["ndcg@10"] - b["ndcg@10"]
+        seeds = max(1, int(a.get("seeds", 1)))
+        se = math.hypot(a.get("ndcg@10_std", 0.0), b.get("ndcg@10_std", 0.0)) / math.sqrt(seeds)
+        noise = " (within noise)" if seeds > 1 and abs(diff) < 2 * se else ""
+        checks.append((f"{better} above {worse}", diff > 0,
+                       f"NDCG@10 {100 * a['ndcg@10']:.2f} vs {100 * b['ndcg@10']:.2f}, difference {100 * diff:+.2f}"
+                       + (f", standard error {100 * se:.2f}" if seeds > 1 else "") + noise))
+    return checks
+
+
+def training_lines(training: dict) -> list[str]:
+    """What the training stages used and cost (from distill.json / rl.json / rl-only.json)."""
+    lines = []
+    d = training.get("distill")
+    if d:
+        formats = ", ".join(f"{v} {k}" for k, v in (d.get("examples_by_format") or {}).items())
+        sft = d.get("sft", {})
+        total = max(1, int(d.get("train_interactions_total", 0)))
+        shown = d.get("prompt_interactions")
+        lines.append(
+            f"- Distillation ({d.get('teacher')} teacher, student {d.get('model')}): {d.get('users')} training users, "
+            f"{d.get('examples')} SFT examples ({formats}); {sft.get('steps')} SFT steps in {sft.get('seconds')} s "
+            f"(stage total {d.get('seconds')} s). Data used: the training interactions of those users are "
+            f"{100 * d.get('data_fraction', 0.0):.2f}% of all training interactions"
+            + (f"; the prompts show {shown:,} of them ({100 * shown / total:.2f}%)." if shown is not None else ".")
+        )
+    for name in ("rl", "rl-only"):
+        r = training.get(name)
+        if r:
+            start = "the SFT model" if name == "rl" else "the untrained model"
+            first, last = r.get("first_reward"), r.get("last_reward")
+            trend = f"; mean reward of the first step {first:.3f}, of the last {last:.3f}" if first is not None and last is not None else ""
+            lines.append(f"- GRPO `{name}` from {start} (beta {r.get('beta')}): {r.get('steps')} steps in {r.get('seconds')} s{trend}.")
+    return lines
 
 
 def _cell(row: dict, metric: str) -> str:
@@ -124,6 +177,13 @@ def render_report(rows: list[dict], config: dict) -> str:
     real = (facts.get("simulator") or {}).get("source") == "fitted"  # fitted to real data, not a known truth
     checks = sanity_checks(rows, n_cands, n_users, real)
     lines += [f"- {'PASS' if ok else 'FAIL'}: {what} ({detail})" for what, ok, detail in checks] or ["- (no checkable agents)"]
+    claims = claim_checks(rows)
+    if claims:
+        lines += ["", "## Claims about the trained student", ""]
+        lines += [f"- {'HOLDS' if ok else 'DOES NOT HOLD'}: {what} ({detail})" for what, ok, detail in claims]
+    training = training_lines(facts.get("training") or {})
+    if training:
+        lines += ["", "## Training", "", *training]
     return "\n".join(lines) + "\n"
 
 

@@ -244,3 +244,49 @@ def test_each_instance_reports_its_own_costs(env, tiny_backend):
         policy.score(protocol.batch)
         costs.append(policy.stats()["llm_calls"])
     assert costs[0] == costs[1] > 0
+
+
+class RecordingScorer:
+    """Returns scripted per-id log-likelihoods (row i gets rows[i]) and records the prompts."""
+
+    device = "cpu"
+
+    def __init__(self, rows: list[np.ndarray]) -> None:
+        self.rows = rows
+        self.chats: list = []
+
+    def score_options(self, chats, options, **kwargs):
+        start = len(self.chats)
+        self.chats.extend(chats)
+        return [self.rows[(start + i) % len(self.rows)] for i in range(len(chats))]
+
+    def stats(self, agent=None) -> dict:
+        return {}
+
+
+def test_calibration_prior_averages_real_item_prompts(env):
+    """The prior is the mean over several prompts of real catalogue titles in
+    different orders (no placeholder title that would favour one letter), and
+    the scoring path subtracts it."""
+    from policies.llm.agents import CALIBRATION_PROMPTS
+
+    n = env.n_candidates
+    rng = np.random.default_rng(0)
+    rows = [rng.normal(size=n) for _ in range(CALIBRATION_PROMPTS)]
+    backend = RecordingScorer(rows)
+    agent = LLMAgent(PolicyContext(env.dataset, seed=0, options=OPTIONS), LLMAgentConfig.from_options(OPTIONS),
+                     ranking="score", reflect=False, backend=backend)
+    prior = agent._content_free_prior(n)
+    np.testing.assert_allclose(prior, np.mean(rows, axis=0))
+    assert len(backend.chats) == CALIBRATION_PROMPTS
+    titles = set(env.dataset.items["title"])
+    shown = [[line.split("] ", 1)[1].split(" | ")[0] for line in chat[-1]["content"].splitlines() if line.startswith("[")]
+             for chat in backend.chats]
+    assert all(len(s) == n and set(s) <= titles for s in shown)
+    assert len({tuple(s) for s in shown}) == CALIBRATION_PROMPTS  # different items / orders
+    assert "N/A" not in str(backend.chats)
+    # the prior is computed once per candidate count, then subtracted from every score
+    backend.rows = [np.arange(n, dtype=float)]
+    batch = env.reset(seed=1)
+    np.testing.assert_allclose(agent.score(batch)[0], np.arange(n) - prior)
+    assert len(backend.chats) == CALIBRATION_PROMPTS + len(batch)

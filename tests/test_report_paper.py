@@ -62,3 +62,27 @@ def test_readme_block_is_replaced_and_missing_block_is_an_error(tmp_path) -> Non
     assert text.startswith("intro\n") and text.endswith("<!-- /results:ml100k -->\noutro\n")
     with pytest.raises(ReportError, match="no block"):
         update_readme(readme, "other", "x", "cmd")
+
+
+def test_claims_about_the_trained_student_are_judged_and_training_is_reported() -> None:
+    from experiments.report_paper import claim_checks
+
+    rows = [_row("pop", 0.58), _row("genre", 0.62), _row("starec-sft", 0.60), _row("starec", 0.605)]
+    verdicts = {what: (ok, detail) for what, ok, detail in claim_checks(rows)}
+    assert set(verdicts) == {"starec above starec-sft", "starec above pop", "starec above genre"}
+    assert verdicts["starec above pop"] == (True, "NDCG@10 60.50 vs 58.00, difference +2.50, standard error 0.82")
+    assert verdicts["starec above starec-sft"][0] and verdicts["starec above starec-sft"][1].endswith("(within noise)")
+    assert not verdicts["starec above genre"][0]
+    training = {
+        "distill": {"teacher": "oracle", "model": "smollm2-135m", "users": 300, "examples": 10,
+                    "examples_by_format": {"think": 2, "reflect": 3, "fast": 5}, "sft": {"steps": 4, "seconds": 12.5},
+                    "seconds": 20.0, "data_fraction": 0.3, "train_interactions_total": 1000, "prompt_interactions": 44},
+        "rl": {"steps": 3, "seconds": 9.0, "beta": 0.001, "first_reward": -0.5, "last_reward": 0.25},
+    }
+    config = {"config": {"seeds": [0, 1, 2]}, "facts": {"dataset": {"name": "synthetic"}, "simulator": {"source": "synthetic"},
+                                                        "protocol": [{"users": 100, "candidates": 20}], "training": training}}
+    text = render_report(rows, config)
+    assert "- DOES NOT HOLD: starec above genre (NDCG@10 60.50 vs 62.00" in text
+    assert "10 SFT examples (2 think, 3 reflect, 5 fast); 4 SFT steps in 12.5 s" in text
+    assert "30.00% of all training interactions; the prompts show 44 of them (4.40%)." in text
+    assert "GRPO `rl` from the SFT model (beta 0.001): 3 steps in 9.0 s; mean reward of the first step -0.500, of the last 0.250." in text

@@ -221,3 +221,32 @@ def test_memory_bank_and_simulated_feedback():
     clicked, rating = first
     assert set(np.unique(clicked)) <= {-1, 0, 1, 2, 3, 4} and (clicked >= 0).any()
     assert np.all((rating >= 1) == (clicked >= 0)) and rating.max() <= 5
+
+
+def test_training_precision_follows_the_cpu(monkeypatch, tmp_path):
+    """"auto" autocasts to bf16 only on CPUs with native bf16; explicit settings win; bad values are named."""
+    from experiments.train import common
+
+    auto = replace(load_run_config(preset="smoke"), device="cpu")
+    monkeypatch.setattr(common, "cpu_has_bf16", lambda: False)
+    assert common.trainer_kwargs(auto, tmp_path, 1)["bf16"] is False
+    monkeypatch.setattr(common, "cpu_has_bf16", lambda: True)
+    assert common.trainer_kwargs(auto, tmp_path, 1)["bf16"] is True
+    fp32 = replace(auto, model=replace(auto.model, precision="fp32"))
+    assert common.trainer_kwargs(fp32, tmp_path, 1)["bf16"] is False
+    with pytest.raises(ConfigError, match="model.precision must be 'auto', 'bf16' or 'fp32', got 'fp8'"):
+        load_run_config(preset="smoke", sets=["model.precision=fp8"])
+    with pytest.raises(ConfigError, match=r"distill.think_fraction must be in \[0, 1\], got 1.5"):
+        load_run_config(preset="smoke", sets=["distill.think_fraction=1.5"])
+
+
+def test_distillation_format_shares(tmp_path):
+    """think_fraction=0 keeps no think-first trace; the bare rankings and memory updates stay."""
+    from experiments.run import main
+
+    out = tmp_path / "run"
+    args = ["--preset", "smoke", "--stage", "distill", "--out", str(out), "--no-progress", "--set", "distill.max_steps=1"]
+    assert main(args + ["--set", "distill.think_fraction=0", "--set", "distill.fast_fraction=1"]) == 0
+    counts = json.loads((out / "distill.json").read_text())["examples_by_format"]
+    assert counts["think"] == 0 and counts["fast"] > 0 and counts["reflect"] > 0
+    assert json.loads((out / "distill.json").read_text())["examples"] == sum(counts.values())

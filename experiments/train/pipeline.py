@@ -156,7 +156,8 @@ def run_distill(cfg: RunConfig) -> dict:
     traces = ranked.traces + (reflected.traces if reflected else [])
     if not traces:
         raise ConfigError(f"the {cfg.distill.teacher!r} teacher produced no trace that passed the filter: {ranked.stats}")
-    records = [{"prompt": r["prompt"], "completion": r["completion"]} for r in to_records(traces)]
+    think = [t for t in ranked.traces if rng.random() < cfg.distill.think_fraction]
+    records = [{"prompt": r["prompt"], "completion": r["completion"]} for r in to_records(think + (reflected.traces if reflected else []))]
     records += _fast_records(ctx, ranked.traces, rng, cfg.distill.fast_fraction)
     order = rng.permutation(len(records))
     train_ds = datasets.Dataset.from_list([records[i] for i in order])
@@ -170,8 +171,8 @@ def run_distill(cfg: RunConfig) -> dict:
         "rank": ranked.stats,
         "reflect": reflected.stats if reflected else None,
         "examples": len(train_ds),
-        "examples_by_format": {"think": len(ranked.traces), "reflect": len(reflected.traces) if reflected else 0,
-                               "fast": len(records) - len(traces)},
+        "examples_by_format": {"think": len(think), "reflect": len(reflected.traces) if reflected else 0,
+                               "fast": len(records) - len(think) - (len(reflected.traces) if reflected else 0)},
         "train_interactions_used": int(len(used)),
         "train_interactions_total": int(len(split)),
         "data_fraction": len(used) / max(1, len(split)),

@@ -15,7 +15,9 @@ Every row has a ``mode`` column naming its answer format:
 SFT (teacher traces) and GRPO (live simulator prompts) train the *same*
 three formats, so the student never meets a format at evaluation that only
 one stage taught it; the shares are ``[distill]``/``[rl]``
-``fast_fraction`` and ``reflect_fraction`` (the rest are ``think`` rows).
+``fast_fraction`` and ``reflect_fraction`` (in RL the rest are ``think``
+rows; in distillation ``think_fraction`` of the teacher's think-first
+traces are kept, the long ones that cost most to train on a CPU).
 Evaluation ranks with the cheap forms (``[model] ranking = "score"``), and
 reflects in the online sessions.
 

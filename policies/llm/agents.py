@@ -44,6 +44,9 @@ from starec_env.types import Feedback, RankingBatch, TrainSplit
 _INSTANCES = itertools.count()  # numbers agent instances for cost accounting
 
 Ranking = Literal["generate", "score", "slow", "adaptive"]
+#: Prompts averaged for the calibration prior, and the seed stream they draw from.
+CALIBRATION_PROMPTS = 8
+CALIBRATION_STREAM = 7
 #: The scoring path reads the next token after this answer prefix (the fast
 #: prompt asks for "Ranking: A > B > ...").
 SCORE_PREFIX = "Ranking:"
@@ -315,15 +318,22 @@ class LLMAgent(Policy):
         return logp - self._content_free_prior(n) if self.config.calibrate else logp
 
     def _content_free_prior(self, n: int) -> np.ndarray:
-        """Per-identifier log-likelihood when candidates carry no content
-        ("contextual calibration"): removes the model's bias for early letters."""
+        """Per-identifier log-likelihood when the candidates say nothing about
+        the user ("contextual calibration"): removes the model's bias for some
+        letters. Averaged over :data:`CALIBRATION_PROMPTS` prompts of random
+        catalogue items with no user context, so no letter is favoured by the
+        content itself (a placeholder title such as "N/A" favours "N")."""
         if n not in self._prior:
-            blank = AgentTextView(user=-1, profile={}, history=[], candidates=[("N/A", (), 0)] * n)
-            chat = render_rank_prompt(blank, None, mode="fast", evidence=None, config=self.config.prompt)
-            options = [[" " + cid for cid in candidate_ids(n)]]
-            self._prior[n] = self.backend.score_options(
-                [chat], options, prefix=SCORE_PREFIX, agent=self.account, mode="calibrate"
-            )[0]
+            rng = np.random.default_rng([self.ctx.seed, CALIBRATION_STREAM])
+            items = self.dataset.n_items
+            chats = []
+            for _ in range(CALIBRATION_PROMPTS):
+                view = text_view(self.dataset, 0, np.empty(0, np.int64), np.empty(0), rng.choice(items, n, replace=items < n))
+                view = dataclasses.replace(view, user=-1, profile={})
+                chats.append(render_rank_prompt(view, None, mode="fast", evidence=None, config=self.config.prompt))
+            options = [[" " + cid for cid in candidate_ids(n)]] * len(chats)
+            logp = self.backend.score_options(chats, options, prefix=SCORE_PREFIX, agent=self.account, mode="calibrate")
+            self._prior[n] = np.mean(np.stack(logp), axis=0)
         return self._prior[n]
 
     def _adaptive(self, views: list[AgentTextView], evidence: list[list[str]] | None) -> np.ndarray:
