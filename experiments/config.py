@@ -150,6 +150,8 @@ class RLSection:
     Each step = ``prompts_per_step`` prompts x ``num_generations`` completions;
     of the prompts, ``reflect_fraction`` are memory updates and
     ``fast_fraction`` bare rankings, the rest think-first rankings.
+    ``micro_batch`` completions go through each forward/backward pass (0 =
+    ``num_generations``); smaller values trade speed for peak memory.
     """
 
     steps: int = 100
@@ -163,6 +165,7 @@ class RLSection:
     fast_fraction: float = 0.5
     source: str = "online"
     save_steps: int = 10
+    micro_batch: int = 0
 
 
 @dataclass
@@ -403,6 +406,9 @@ def _validate(cfg: RunConfig) -> None:
     rl = cfg.rl
     if rl.num_generations < 2:
         raise ConfigError(f"rl.num_generations must be >= 2 (GRPO compares completions of one prompt), got {rl.num_generations}")
+    if rl.micro_batch < 0 or (rl.micro_batch and (rl.prompts_per_step * rl.num_generations) % rl.micro_batch):
+        raise ConfigError(f"rl.micro_batch must divide prompts_per_step x num_generations "
+                          f"({rl.prompts_per_step * rl.num_generations}), got {rl.micro_batch}")
     if rl.source not in ("online", "offline"):
         raise ConfigError(f"rl.source must be 'online' or 'offline', got {rl.source!r}")
     shares = [("distill", "reflect_fraction"), ("distill", "fast_fraction"), ("distill", "think_fraction"),

@@ -107,7 +107,8 @@ def test_grpo_increases_reward_on_a_toy_task(sft_model, tmp_path):
 def test_interrupted_grpo_resumes_from_checkpoint(sft_model, tmp_path):
     from experiments.train.grpo import train_grpo
 
-    base = ["rl.prompts_per_step=1", "rl.num_generations=2", "rl.max_completion_length=6", "rl.beta=0.001", "rl.save_steps=2"]
+    base = ["rl.prompts_per_step=1", "rl.num_generations=2", "rl.max_completion_length=6", "rl.beta=0.001", "rl.save_steps=2",
+            "rl.micro_batch=1"]  # one completion per forward/backward, accumulated
     first = load_run_config(preset="smoke", sets=base + ["rl.steps=2"])
     out = tmp_path / "rl"
     train_grpo(first, sft_model / "model", toy_rl_data(16), [RankTierReward()], [1.0], out)
@@ -250,3 +251,15 @@ def test_distillation_format_shares(tmp_path):
     counts = json.loads((out / "distill.json").read_text())["examples_by_format"]
     assert counts["think"] == 0 and counts["fast"] > 0 and counts["reflect"] > 0
     assert json.loads((out / "distill.json").read_text())["examples"] == sum(counts.values())
+
+
+def test_grpo_micro_batches_keep_the_step_size():
+    from experiments.train.grpo import grpo_args
+
+    cfg = load_run_config(preset="smoke", sets=["rl.prompts_per_step=2", "rl.num_generations=4", "rl.micro_batch=2"])
+    args = grpo_args(cfg, Path("unused"), [1.0])
+    assert (args.per_device_train_batch_size, args.gradient_accumulation_steps, args.generation_batch_size) == (2, 4, 8)
+    default = grpo_args(replace(cfg, rl=replace(cfg.rl, micro_batch=0)), Path("unused"), [1.0])
+    assert (default.per_device_train_batch_size, default.generation_batch_size) == (4, 8)
+    with pytest.raises(ConfigError, match=r"rl.micro_batch must divide prompts_per_step x num_generations \(8\), got 3"):
+        load_run_config(preset="smoke", sets=["rl.prompts_per_step=2", "rl.num_generations=4", "rl.micro_batch=3"])

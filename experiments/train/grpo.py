@@ -29,15 +29,18 @@ from experiments.config import RunConfig
 
 
 def grpo_args(cfg: RunConfig, output_dir: Path, weights: list[float]) -> Any:
-    """GRPOConfig for one step = ``prompts_per_step`` prompts x ``num_generations`` completions."""
+    """GRPOConfig for one step = ``prompts_per_step`` prompts x ``num_generations`` completions,
+    generated together, then trained ``micro_batch`` completions at a time
+    (gradient accumulation: the same update with less activation memory)."""
     from trl import GRPOConfig
 
     r = cfg.rl
     dtype = "float32" if use_cpu(cfg) else (cfg.model.dtype or "bfloat16")
+    micro = r.micro_batch or r.num_generations  # sequences per forward/backward: bounds activation memory
     return GRPOConfig(
         **trainer_kwargs(cfg, output_dir, r.save_steps),
-        per_device_train_batch_size=r.num_generations,
-        gradient_accumulation_steps=r.prompts_per_step,
+        per_device_train_batch_size=micro,
+        gradient_accumulation_steps=r.prompts_per_step * r.num_generations // micro,
         num_generations=r.num_generations,
         max_completion_length=r.max_completion_length,
         learning_rate=r.learning_rate,
