@@ -228,7 +228,9 @@ def test_training_precision_follows_the_cpu(monkeypatch, tmp_path):
     """"auto" autocasts to bf16 only on CPUs with native bf16; explicit settings win; bad values are named."""
     from experiments.train import common
 
-    auto = replace(load_run_config(preset="smoke"), device="cpu")
+    smoke = load_run_config(preset="smoke")
+    assert smoke.model.precision == "fp32"  # tests run the same arithmetic on every CPU
+    auto = replace(smoke, device="cpu", model=replace(smoke.model, precision="auto"))
     monkeypatch.setattr(common, "cpu_has_bf16", lambda: False)
     assert common.trainer_kwargs(auto, tmp_path, 1)["bf16"] is False
     monkeypatch.setattr(common, "cpu_has_bf16", lambda: True)
