@@ -108,15 +108,18 @@ def teacher_samples(dataset: Any, evidence: Any, states: States) -> list:
     ]
 
 
-def _fast_records(ctx: Context, traces: list, rng: np.random.Generator, share: float) -> list[dict]:
-    """The bare-ranking form of a share of the kept think-first traces: same
-    prompt content, the teacher's order as one ``Ranking:`` line."""
+def _share(items: list, rng: np.random.Generator, share: float) -> list:
+    """Each item kept with probability ``share`` (one draw per item, in order)."""
+    return [x for x in items if rng.random() < share]
+
+
+def _fast_records(ctx: Context, traces: list) -> list[dict]:
+    """The bare-ranking form of think-first traces: same prompt content, the
+    teacher's order as one ``Ranking:`` line."""
     from policies.llm.parsing import parse_ranking
 
     out = []
     for t in traces:
-        if rng.random() >= share:
-            continue
         s = t.sample
         order = parse_ranking(t.completion, s.ids).order
         prompt = ctx.renderer.rank_prompt(s.view, s.memory, s.evidence, "fast")
@@ -153,12 +156,12 @@ def run_distill(cfg: RunConfig) -> dict:
         guess = ctx.evidence.table(states.batch).scores["genre"] if ctx.evidence is not None else rng.random(states.utilities.shape)
         predicted = np.argsort(-guess[:n_reflect], axis=1, kind="stable")
         reflected = distill(teacher, reflect_samples(samples[:n_reflect], predicted), "reflect", tcfg)
-    traces = ranked.traces + (reflected.traces if reflected else [])
-    if not traces:
+    reflect = reflected.traces if reflected else []
+    if not ranked.traces + reflect:
         raise ConfigError(f"the {cfg.distill.teacher!r} teacher produced no trace that passed the filter: {ranked.stats}")
-    think = [t for t in ranked.traces if rng.random() < cfg.distill.think_fraction]
-    records = [{"prompt": r["prompt"], "completion": r["completion"]} for r in to_records(think + (reflected.traces if reflected else []))]
-    records += _fast_records(ctx, ranked.traces, rng, cfg.distill.fast_fraction)
+    think = _share(ranked.traces, rng, cfg.distill.think_fraction)
+    fast = _fast_records(ctx, _share(ranked.traces, rng, cfg.distill.fast_fraction))
+    records = [{"prompt": r["prompt"], "completion": r["completion"]} for r in to_records(think + reflect)] + fast
     order = rng.permutation(len(records))
     train_ds = datasets.Dataset.from_list([records[i] for i in order])
     used = split[split["user"].isin(users)]
@@ -171,8 +174,7 @@ def run_distill(cfg: RunConfig) -> dict:
         "rank": ranked.stats,
         "reflect": reflected.stats if reflected else None,
         "examples": len(train_ds),
-        "examples_by_format": {"think": len(think), "reflect": len(reflected.traces) if reflected else 0,
-                               "fast": len(records) - len(think) - (len(reflected.traces) if reflected else 0)},
+        "examples_by_format": {"think": len(think), "reflect": len(reflect), "fast": len(fast)},
         "train_interactions_used": int(len(used)),
         "train_interactions_total": int(len(split)),
         "data_fraction": len(used) / max(1, len(split)),
