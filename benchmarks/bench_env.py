@@ -16,7 +16,14 @@ fatigue, patience, histories and rewards; ``sample%`` is the share of its
 step time spent drawing candidates. The three are interleaved step by step
 so that they see the same machine load. Targets (issue 2):
 batched >= 50 % of the floor at 10k users; dict API >= 100,000 user-steps/s
-at 1k users; 100k users well within 24 GiB.
+at 1k users; 100k users well within 24 GiB; (issue 10) dict API >= 0.12 of
+the floor at 1k users. ``--features`` adds the dict API with the feature
+observation (``observation="features"``) as a fourth contender.
+
+Where the dict API's time goes (cProfile, 1k users, 400 steps): about 40 %
+in the batched step (about half of that drawing candidates), about 25 %
+building the per-agent observations (5,000 row views a step, near numpy's
+cost floor for a view), the rest in infos, rewards and action stacking.
 """
 from __future__ import annotations
 
@@ -58,8 +65,10 @@ class Floor:
 
 
 def measure(floor: Floor, batched: BatchedEnv, par: StarecParallelEnv, scores: np.ndarray,
-            steps: int, episodes: int, clock: Callable[[], float] = time.thread_time) -> tuple[float, float, float, float]:
-    """User-steps/s of floor, batched path and dict API, and the sampling share of batched steps.
+            steps: int, episodes: int, clock: Callable[[], float] = time.thread_time,
+            feat: StarecParallelEnv | None = None) -> tuple[float, float, float, float, float]:
+    """User-steps/s of floor, batched path, dict API and feature dict API (nan without ``feat``),
+    and the sampling share of batched steps.
 
     Floor, batched path and dict API are interleaved step by step.
 
@@ -74,7 +83,7 @@ def measure(floor: Floor, batched: BatchedEnv, par: StarecParallelEnv, scores: n
     environments; resets are not timed.
     """
     per_agent = {a: scores[r] for r, a in enumerate(par.possible_agents)}
-    rates: list[tuple[float, float, float]] = []
+    rates: list[tuple[float, float, float, float]] = []
     sampling = [0.0, 0.0]  # seconds in CandidateSampler.sample, seconds in BatchedEnv.step
     sample = batched.sampler.sample
 
@@ -88,9 +97,11 @@ def measure(floor: Floor, batched: BatchedEnv, par: StarecParallelEnv, scores: n
     for ep in range(episodes):
         batched.reset(seed=ep)
         par.reset(seed=ep)
+        if feat is not None:
+            feat.reset(seed=ep)
         for _ in range(steps):
             live = int(batched.alive.sum())
-            if not live or not par.agents:
+            if not live or not par.agents or (feat is not None and not feat.agents):
                 break
             t0 = clock()
             floor.step(scores)
@@ -100,11 +111,17 @@ def measure(floor: Floor, batched: BatchedEnv, par: StarecParallelEnv, scores: n
             actions = {a: per_agent[a] for a in par.agents}
             par.step(actions)
             t3 = clock()
+            feat_rate = np.nan
+            if feat is not None:
+                feat_actions = {a: per_agent[a] for a in feat.agents}
+                t4 = clock()
+                feat.step(feat_actions)
+                feat_rate = len(feat_actions) / (clock() - t4)
             sampling[1] += t2 - t1
-            rates.append((len(scores) / (t1 - t0), live / (t2 - t1), len(actions) / (t3 - t2)))
+            rates.append((len(scores) / (t1 - t0), live / (t2 - t1), len(actions) / (t3 - t2), feat_rate))
     del batched.sampler.sample
-    fl, fast, dict_api = np.max(np.array(rates), axis=0)
-    return float(fl), float(fast), float(dict_api), sampling[0] / sampling[1]
+    fl, fast, dict_api, feat_api = np.max(np.array(rates), axis=0)
+    return float(fl), float(fast), float(dict_api), float(feat_api), sampling[0] / sampling[1]
 
 
 def main() -> None:
@@ -112,13 +129,14 @@ def main() -> None:
     ap.add_argument("--sizes", default="1000,10000,100000", help="comma-separated numbers of users")
     ap.add_argument("--steps", type=int, default=10, help="steps per episode")
     ap.add_argument("--episodes", type=int, default=3)
+    ap.add_argument("--features", action="store_true", help="also time the dict API with feature observations")
     ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
                     help="time steps by this thread's CPU time (robust to other load) or by wall time")
     args = ap.parse_args()
     clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     print(f"rates in user-steps per second of {'thread CPU' if args.clock == 'cpu' else 'wall'} time")
     print(f"{'users':>7} {'world_s':>8} {'floor/s':>11} {'batched/s':>11} {'dict/s':>11} "
-          f"{'batch/floor':>11} {'dict/floor':>10} {'sample%':>8} {'peak_GiB':>9}")
+          f"{'batch/floor':>11} {'dict/floor':>10} {'feat/floor':>10} {'sample%':>8} {'peak_GiB':>9}")
     for n in (int(s) for s in args.sizes.split(",")):
         t = time.perf_counter()
         world = generate_world(SyntheticConfig(n_users=n, n_items=N_ITEMS), seed=0)
@@ -126,13 +144,16 @@ def main() -> None:
         batched = BatchedEnv(dataset=world, n_users=n, n_candidates=N_CAND, slate_size=SLATE, seed=0, max_cycles=1000)
         par = StarecParallelEnv(dataset=world, simulator=batched.simulator, n_users=n, n_candidates=N_CAND,
                                 slate_size=SLATE, seed=0, max_cycles=1000)
+        feat = StarecParallelEnv(dataset=world, simulator=batched.simulator, n_users=n, n_candidates=N_CAND,
+                                 slate_size=SLATE, seed=0, max_cycles=1000, observation="features") if args.features else None
         scores = np.random.default_rng(1).random((n, N_CAND))
         truth = world.meta["truth"]
         floor = Floor(truth.user_emb, truth.item_emb, seed=2)
-        fl, fast, dict_api, share = measure(floor, batched, par, scores, args.steps, args.episodes, clock)
+        fl, fast, dict_api, feat_api, share = measure(floor, batched, par, scores, args.steps, args.episodes, clock, feat)
         print(f"{n:>7} {world_s:>8.2f} {fl:>11,.0f} {fast:>11,.0f} {dict_api:>11,.0f} "
-              f"{fast / fl:>11.2f} {dict_api / fl:>10.2f} {100 * share:>8.0f} {peak_rss_gib():>9.2f}", flush=True)
-        del batched, par, world
+              f"{fast / fl:>11.2f} {dict_api / fl:>10.2f} {feat_api / fl:>10.2f} {100 * share:>8.0f} {peak_rss_gib():>9.2f}",
+              flush=True)
+        del batched, par, feat, world
 
 
 if __name__ == "__main__":

@@ -6,7 +6,11 @@ synthetic world and taking :class:`~starec_env.config.EnvConfig` fields as
 keywords (``dataset=``, ``n_users=``, ``n_candidates=``, ``slate_size=``,
 ``max_cycles=``, ``seed=``, ...). :class:`~starec_env.batched.BatchedEnv` is
 the arrays-in/arrays-out fast path. A single-user ``gymnasium.Env`` is
-registered as ``"STARec/SingleUser-v0"``.
+registered as ``"STARec/SingleUser-v0"`` (``max_episode_steps`` 50, the
+default ``max_cycles``); ``gymnasium.make_vec`` on it builds
+:class:`~starec_env.vector.StarecVectorEnv`, one sub-environment per
+concurrent user. ``"starec_env:STARec/SingleUser-v0"`` works from a fresh
+interpreter (Gymnasium imports the package first).
 
 The heavy modules load on first use, so ``import starec_env.data`` stays light.
 """
@@ -19,7 +23,12 @@ import gymnasium
 
 SINGLE_USER_ENV_ID = "STARec/SingleUser-v0"
 if SINGLE_USER_ENV_ID not in gymnasium.registry:
-    gymnasium.register(id=SINGLE_USER_ENV_ID, entry_point="starec_env.single:SingleUserEnv")
+    gymnasium.register(
+        id=SINGLE_USER_ENV_ID,
+        entry_point="starec_env.single:SingleUserEnv",
+        vector_entry_point="starec_env.vector:StarecVectorEnv",
+        max_episode_steps=50,  # EnvConfig.max_cycles' default; pass max_episode_steps= with another max_cycles
+    )
 
 _LAZY = {
     "parallel_env": "starec_env.parallel",
@@ -29,7 +38,10 @@ _LAZY = {
     "BatchedEnv": "starec_env.batched",
     "StepResult": "starec_env.batched",
     "EnvConfig": "starec_env.config",
+    "EnvError": "starec_env.errors",
+    "FeatureBuilder": "starec_env.features",
     "SingleUserEnv": "starec_env.single",
+    "StarecVectorEnv": "starec_env.vector",
     "AgentTextView": "starec_env.text",
     "text_view": "starec_env.text",
 }

@@ -1,4 +1,5 @@
-"""Seeded runs repeat exactly, over >= 1,000 steps and across resets; dict API == batched path."""
+"""Seeded runs repeat exactly, over >= 1,000 steps and across resets (dict and feature
+observations, global state); dict API == batched path."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,9 +12,9 @@ from starec_env.parallel import StarecParallelEnv
 WORLD = {"n_users": 40, "n_items": 300}
 
 
-def _trajectory(seed: int, steps: int = 1000) -> list:
-    """Observations, rewards, terminations, truncations and infos of ``steps`` parallel steps."""
-    env = StarecParallelEnv(n_users=4, seed=0, max_cycles=30, world=WORLD, popularity_coupling=1.0)
+def _trajectory(seed: int, steps: int = 1000, **options) -> list:
+    """Observations, rewards, terminations, truncations and infos of ``steps`` parallel steps (and the states)."""
+    env = StarecParallelEnv(n_users=4, seed=0, max_cycles=30, world=WORLD, popularity_coupling=1.0, **options)
     policy_rng = np.random.default_rng(seed + 100)
     out = []
     obs, infos = env.reset(seed=seed)
@@ -24,6 +25,7 @@ def _trajectory(seed: int, steps: int = 1000) -> list:
             out.append((obs, infos))
         actions = {a: policy_rng.random(20).astype(np.float32) for a in env.agents}
         out.append(env.step(actions))
+        out.append(env.state())
     return out
 
 
@@ -33,6 +35,12 @@ def test_thousand_steps_repeat_exactly():
     assert data_equivalence(first, second)
     other = _trajectory(6, steps=50)
     assert not data_equivalence(first[: len(other)], other)
+
+
+def test_feature_observations_repeat_exactly():
+    first, second = _trajectory(5, observation="features"), _trajectory(5, observation="features")
+    assert len(first) > 2000 and data_equivalence(first, second)
+    assert not data_equivalence(first[:100], _trajectory(6, steps=50, observation="features")[:100])
 
 
 def test_dict_api_equals_batched_path():
