@@ -23,7 +23,8 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from policies.registry import DEFAULT_POLICIES, available, is_llm_policy
+from policies.options import PolicyOptionError, check_types
+from policies.registry import DEFAULT_POLICIES, available, check_policy_options, is_llm_policy, load_factory
 from reward.shaping import RewardConfig
 from starec_env.configtools import read_toml
 from starec_env.data import DATASETS
@@ -31,6 +32,7 @@ from starec_env.data import DATASETS
 __all__ = [
     "ConfigError", "RunConfig", "DataSection", "ProtocolSection", "OnlineSection", "ModelSection", "PromptSection",
     "DistillSection", "RLSection", "TRAINED_ROWS", "PRESET_DIR", "presets", "load_run_config", "parse_seeds",
+    "parse_seed_count",
     "parse_override", "merge_checked",
 ]
 
@@ -72,11 +74,21 @@ class ProtocolSection:
 
 @dataclass
 class OnlineSection:
-    """Simulated sessions through the batched env; ``env`` overrides EnvConfig fields."""
+    """Simulated sessions through the batched env, sized per policy kind.
+
+    Cheap agents (rule-based, classic, the oracle, user factories) play
+    ``users`` sessions of the env's full length; language-model agents and
+    trained rows play ``llm_users`` sessions, with ``llm_env`` on top of
+    ``env`` (EnvConfig overrides, e.g. a shorter ``max_cycles``; the training
+    stages' simulator uses the LLM sizing too). Each metric comes with its
+    standard error over the simulated users.
+    """
 
     enabled: bool = True
     users: int = 500
     env: dict = field(default_factory=dict)
+    llm_users: int = 20
+    llm_env: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -312,8 +324,12 @@ def presets() -> list[str]:
 def _read(path: Path) -> dict:
     try:
         return read_toml(path)
-    except (FileNotFoundError, ValueError) as err:
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not UTF-8 text (TOML files are UTF-8)") from None
+    except (FileNotFoundError, ValueError) as err:  # read_toml's messages name the file
         raise ConfigError(str(err)) from None
+    except OSError as err:  # a folder, no permission
+        raise ConfigError(f"config file {path}: cannot read it ({err.strerror}); expected a TOML file") from None
 
 
 def _preset_file(name: str, where: str) -> Path:
@@ -363,40 +379,35 @@ def load_run_config(
     return cfg
 
 
-def parse_seeds(text: str) -> list[int]:
-    """``"0,1,2"`` -> [0, 1, 2]; a single number ``"3"`` means three seeds 0..2."""
-    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+def parse_seeds(text: str, flag: str = "--seeds") -> list[int]:
+    """The seed list ``"0,1,2"`` -> [0, 1, 2]; ``"42"`` is the one seed 42
+    (a count of seeds is ``--n-seeds``: a seed never means "that many")."""
+    parts = [p.strip() for p in str(text).split(",")]
+    if parts and not parts[-1]:
+        parts.pop()  # "5," is the list [5]
+    if not parts or not all(parts):
+        raise ConfigError(f"{flag} expects a comma-separated list of seeds like '0,1,2', got {text!r}")
     try:
-        values = [int(p) for p in parts]
+        return [int(p) for p in parts]
     except ValueError:
-        raise ConfigError(f"--seeds expects integers like '0,1,2' or a count like '3', got {text!r}") from None
-    if not values:
-        raise ConfigError("--seeds is empty")
-    if len(values) == 1 and "," not in str(text):
-        if values[0] < 1:
-            raise ConfigError(f"--seeds count must be >= 1, got {values[0]}")
-        return list(range(values[0]))
-    return values
+        raise ConfigError(f"{flag} expects integers like '0,1,2', got {text!r}") from None
+
+
+def parse_seed_count(text: str) -> list[int]:
+    """``--n-seeds 3`` -> the seeds [0, 1, 2]."""
+    try:
+        count = int(text)
+    except ValueError:
+        raise ConfigError(f"--n-seeds expects a number of seeds like '3', got {text!r}") from None
+    if count < 1:
+        raise ConfigError(f"--n-seeds must be >= 1, got {count}")
+    return list(range(count))
 
 
 def _validate(cfg: RunConfig) -> None:
-    if not cfg.policies:
-        raise ConfigError("no policies selected: expected a list such as ['pop', 'bpr']")
-    if cfg.data.dataset not in DATASETS:
-        raise ConfigError(f"unknown dataset {cfg.data.dataset!r}; known: {', '.join(DATASETS)}")
-    unknown = [p for p in cfg.policies if p not in available() and p not in TRAINED_ROWS and ":" not in p]
-    if unknown:
-        raise ConfigError(
-            f"unknown policies {unknown}; known: {', '.join(sorted({*available(), *TRAINED_ROWS}))}"
-            " (or 'module:factory' for your own)"
-        )
-    if not cfg.seeds or not all(isinstance(s, int) for s in cfg.seeds):
-        raise ConfigError(f"seeds must be a non-empty list of integers, got {cfg.seeds!r}")
-    for name, table in cfg.policy.items():
-        if not isinstance(table, dict):
-            raise ConfigError(f"[policy.{name}] must be a table of options, got {table!r}")
-    if cfg.protocol.users < 1 or cfg.protocol.negatives < 1:
-        raise ConfigError("protocol.users and protocol.negatives must be >= 1")
+    _validate_types(cfg)
+    _validate_run(cfg)
+    _validate_policy_tables(cfg)
     if cfg.model.ranking not in RANKINGS:
         raise ConfigError(f"model.ranking must be one of {RANKINGS}, got {cfg.model.ranking!r}")
     if cfg.model.precision not in ("auto", "bf16", "fp32"):
@@ -424,3 +435,76 @@ def _validate(cfg: RunConfig) -> None:
     teacher = cfg.distill.teacher
     if teacher not in ("oracle", "http") and not (teacher.startswith("local:") and len(teacher) > 6):
         raise ConfigError(f"distill.teacher must be 'oracle', 'http' or 'local:<model>', got {teacher!r}")
+
+
+def _validate_types(cfg: RunConfig) -> None:
+    """Each setting's type against its annotation, including the ``None``-default
+    ones that the merge cannot type (``--set data.data_dir=5`` must not reach Path())."""
+    sections = [cfg, cfg.data, cfg.protocol, cfg.online, cfg.model, cfg.prompt, cfg.distill, cfg.rl]
+    names = ["", "data.", "protocol.", "online.", "model.", "prompt.", "distill.", "rl."]
+    for section, prefix in zip(sections, names):
+        try:
+            check_types(section)
+        except ValueError as err:
+            raise ConfigError(f"{prefix}{err}") from None
+
+
+def _validate_run(cfg: RunConfig) -> None:
+    """The benchmark settings: names and seeds (no duplicates), sizes, the dataset."""
+    if not cfg.policies:
+        raise ConfigError("no policies selected: expected a list such as ['pop', 'bpr']")
+    if not all(isinstance(p, str) and p.strip() for p in cfg.policies):
+        raise ConfigError(f"policies must be non-empty names, got {cfg.policies!r}")
+    repeated = sorted({p for p in cfg.policies if cfg.policies.count(p) > 1})
+    if repeated:
+        raise ConfigError(f"policies lists {repeated} more than once: each row is evaluated once")
+    if cfg.data.dataset not in DATASETS:
+        raise ConfigError(f"unknown dataset {cfg.data.dataset!r}; known: {', '.join(DATASETS)}")
+    unknown = [p for p in cfg.policies if p not in available() and p not in TRAINED_ROWS and ":" not in p]
+    if unknown:
+        raise ConfigError(
+            f"unknown policies {unknown}{_suggest(unknown[0], sorted({*available(), *TRAINED_ROWS}))}; "
+            f"known: {', '.join(sorted({*available(), *TRAINED_ROWS}))} (or 'module:factory' for your own)"
+        )
+    for name in cfg.policies:
+        if ":" in name and name not in available():
+            try:
+                load_factory(name)
+            except PolicyOptionError as err:
+                raise ConfigError(f"policies: {err}") from None
+    if not cfg.seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in cfg.seeds):
+        raise ConfigError(f"seeds must be a non-empty list of integers, got {cfg.seeds!r}")
+    if min(cfg.seeds) < 0:
+        raise ConfigError(f"seeds must be >= 0, got {cfg.seeds!r}")
+    if len(set(cfg.seeds)) != len(cfg.seeds):
+        raise ConfigError(f"seeds lists a seed more than once ({cfg.seeds!r}): a repeated seed repeats the same run")
+    if not all(isinstance(p, str) for p in cfg.privileged):
+        raise ConfigError(f"privileged must be a list of policy names, got {cfg.privileged!r}")
+    if not cfg.out.strip():
+        raise ConfigError("out (--out) is empty: expected a folder for the results")
+    checks = [
+        ("data.seed", cfg.data.seed, 0), ("threads", cfg.threads, 0), ("protocol.users", cfg.protocol.users, 1),
+        ("protocol.negatives", cfg.protocol.negatives, 1), ("protocol.history_len", cfg.protocol.history_len, 1),
+        ("protocol.batch_size", cfg.protocol.batch_size, 1), ("online.users", cfg.online.users, 1),
+        ("online.llm_users", cfg.online.llm_users, 1), ("model.batch_size", cfg.model.batch_size, 1),
+        ("model.max_new_tokens", cfg.model.max_new_tokens, 1), ("model.max_new_tokens_reflect", cfg.model.max_new_tokens_reflect, 1),
+        ("prompt.max_history", cfg.prompt.max_history, 1), ("prompt.max_words", cfg.prompt.max_words, 1),
+    ]  # fmt: skip
+    for key, value, minimum in checks:
+        if value is not None and value < minimum:
+            raise ConfigError(f"{key} must be >= {minimum}, got {value!r}")
+
+
+def _validate_policy_tables(cfg: RunConfig) -> None:
+    """Every ``[policy.NAME]`` table: a table, of a policy that exists, with options it takes."""
+    known = sorted({*available(), *TRAINED_ROWS, *cfg.policies})
+    for name, table in cfg.policy.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"[policy.{name}] must be a table of options, got {table!r}")
+        if name not in known and ":" not in name:
+            raise ConfigError(f"[policy.{name}]: no policy is called {name!r}{_suggest(name, known)}")
+        if name in available() or ":" in name:
+            try:
+                check_policy_options(name, table)
+            except PolicyOptionError as err:
+                raise ConfigError(str(err)) from None

@@ -13,10 +13,11 @@ from typing import Any, Iterator
 import numpy as np
 from tqdm.auto import tqdm
 
-from experiments.config import ConfigError, RunConfig
+from experiments.config import TRAINED_ROWS, ConfigError, RunConfig
 from experiments.report import aggregate
 from policies.base import Policy, PolicyContext
-from policies.registry import Factory, make_policy
+from policies.registry import Factory, is_llm_policy, make_policy
+from starec_env.data.errors import DataOptionError
 from starec_env.data.model import Dataset
 from starec_env.protocol import LeaveOneOut
 from starec_env.types import Feedback, RankingBatch
@@ -42,7 +43,7 @@ def load_world(cfg: RunConfig) -> World:
         raise ConfigError(f"[data.preprocess]: {err}") from None
     try:
         dataset = load_dataset(data.dataset, data.data_dir, preprocess=pre, seed=data.seed, **data.options)
-    except TypeError as err:  # an option the loader does not take
+    except DataOptionError as err:  # an option the loader does not take, or a value it cannot use
         raise ConfigError(f"[data.options]: {err}") from None
     return World(dataset, build_simulator(dataset, _simulator_config(cfg), data.seed))
 
@@ -56,16 +57,27 @@ def _simulator_config(cfg: RunConfig):
         raise ConfigError(f"[simulator]: {err}") from None
 
 
-def env_config(cfg: RunConfig, world: World):
-    """EnvConfig of the online sessions: the run's world, ``online.users`` agents, ``[online.env]`` options."""
+def env_config(cfg: RunConfig, world: World, llm: bool = True):
+    """EnvConfig of the online sessions: the run's world and ``[online.env]``
+    options, sized for LLM agents (``online.llm_users`` agents, ``[online.llm_env]``
+    on top) or, with ``llm=False``, for cheap agents (``online.users``)."""
     from starec_env.config import EnvConfig
 
-    values = {"n_users": min(cfg.online.users, world.dataset.n_users), "history_len": cfg.protocol.history_len, **cfg.online.env}
+    online = cfg.online
+    users, extra = (online.llm_users, online.llm_env) if llm else (online.users, {})
+    values = {"n_users": min(users, world.dataset.n_users), "history_len": cfg.protocol.history_len, **online.env, **extra}
     values.update(dataset=world.dataset, seed=cfg.data.seed, simulator=_simulator_config(cfg))
+    source = "[online.llm_env]" if llm and extra else "[online.env]"
     try:
-        return EnvConfig.from_dict(values, source="[online.env]")
-    except ValueError as err:
-        raise ConfigError(str(err)) from None
+        return EnvConfig.from_dict(values, source=source)
+    except ValueError as err:  # unknown keys name the table already; bad values name the field
+        raise ConfigError(str(err) if str(err).startswith(source) else f"{source}: {err}") from None
+
+
+def is_llm_row(name: str) -> bool:
+    """Whether row ``name`` is a language-model agent (sized as such online): a
+    built-in LLM agent or a row backed by training (students, the teacher)."""
+    return is_llm_policy(name) or name in TRAINED_ROWS
 
 
 def score_batched(policy: Policy, batch: RankingBatch, batch_size: int, desc: str | None = None) -> np.ndarray:
@@ -94,26 +106,41 @@ def run_online(policy: Policy, env, seed: int) -> dict:
     Each step the policy scores the live users' candidates, the env shows the
     top slate, and the policy observes the feedback (agents with memory learn
     from it). Returns click-through rate (clicks per shown slate), mean rating
-    of clicked items, mean session length (steps) and mean return per user.
+    of clicked items, mean session length (steps) and mean return per user,
+    each with ``<metric>_se``, its standard error over the users (sessions
+    independent; ratios by the delta method), and the session count.
     """
     n = env.n_agents
-    steps = np.zeros(n)
-    returns = np.zeros(n)
-    clicks, rating_sum = 0, 0.0
+    steps, returns, clicks, ratings = np.zeros(n), np.zeros(n), np.zeros(n), np.zeros(n)
     for step in play(env, policy, seed):
         rows, fb = step.rows, step.result.feedback
         steps[rows] += 1
         returns[rows] += np.asarray(step.result.rewards, dtype=np.float64)[rows]
         clicked = np.asarray(fb.clicked)[rows] >= 0
-        clicks += int(clicked.sum())
-        rating_sum += float(np.asarray(fb.rating, dtype=np.float64)[rows][clicked].sum())
-    impressions = steps.sum()
-    return {
-        "ctr": clicks / impressions if impressions else 0.0,
-        "mean_rating": rating_sum / clicks if clicks else 0.0,
-        "session_length": float(steps.mean()),
-        "return": float(returns.mean()),
-    }
+        clicks[rows] += clicked
+        ratings[rows] += np.where(clicked, np.asarray(fb.rating, dtype=np.float64)[rows], 0.0)
+    out = {"online_users": n}
+    for key, (num, den) in {"ctr": (clicks, steps), "mean_rating": (ratings, clicks)}.items():
+        out[key], out[f"{key}_se"] = _ratio(num, den)
+    for key, values in {"session_length": steps, "return": returns}.items():
+        out[key], out[f"{key}_se"] = float(values.mean()), _standard_error(values)
+    return out
+
+
+def _standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean of independent ``values`` (NaN for fewer than 2)."""
+    return float(values.std(ddof=1) / np.sqrt(len(values))) if len(values) > 1 else float("nan")
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
+    """sum(num) / sum(den) over users (0 when nothing was counted) and its
+    delta-method standard error, the error of the mean of the users'
+    residuals ``num - ratio * den`` over the mean denominator."""
+    total = den.sum()
+    if not total:
+        return 0.0, float("nan")
+    ratio = float(num.sum() / total)
+    return ratio, _standard_error(num - ratio * den) / float(den.mean())
 
 
 @dataclass(frozen=True)
@@ -157,6 +184,8 @@ def benchmark(cfg: RunConfig, world: World | None = None, factories: dict[str, F
     trained students), without changing the registry for anyone else.
     """
     world = world or load_world(cfg)
+    for llm in (False, True) if cfg.online.enabled else ():  # refuse bad [online.*env] before any policy runs
+        env_config(cfg, world, llm)
     factories = factories or {}
     per_policy: dict[str, list[dict]] = {name: [] for name in cfg.policies}
     upper: dict[str, bool] = {}
@@ -178,7 +207,8 @@ def benchmark(cfg: RunConfig, world: World | None = None, factories: dict[str, F
             result, policy = evaluate_policy(cfg, world, protocol, name, seed, factories.get(name))
             per_policy[name].append(result)
             upper[name] = bool(policy.upper_bound)
-            stats[name] = {**policy.stats(), **{k: result[k] for k in ("fit_s", "score_s", "online_s") if k in result}}
+            measured = ("fit_s", "score_s", "online_s", "online_users", "online_max_cycles")
+            stats[name] = {**policy.stats(), **{k: result[k] for k in measured if k in result}}
             bar.update()
     bar.close()
     rows = [aggregate(name, per_policy[name], upper[name], stats[name]) for name in cfg.policies]
@@ -209,13 +239,17 @@ def evaluate_policy(
     result.update(run_offline(policy, protocol, cfg.protocol.batch_size, desc))
     if cfg.online.enabled:
         start = time.perf_counter()
-        result.update(run_online(policy, make_env(cfg, world), seed))
+        env = make_env(cfg, world, llm=factory is not None or is_llm_row(name))
+        result.update(run_online(policy, env, seed))
         result["online_s"] = time.perf_counter() - start
+        result["online_max_cycles"] = env.max_cycles
     return result, policy
 
 
-def make_env(cfg: RunConfig, world: World):
-    """The batched env over the run's world (same item indices as the protocol)."""
+def make_env(cfg: RunConfig, world: World, llm: bool = True):
+    """The batched env over the run's world (same item indices as the protocol),
+    sized for LLM agents unless ``llm=False`` (see :func:`env_config`); the
+    training stages drive LLM agents, so theirs is the default."""
     from starec_env.batched import BatchedEnv
 
-    return BatchedEnv(env_config(cfg, world), simulator=world.simulator)
+    return BatchedEnv(env_config(cfg, world, llm), simulator=world.simulator)

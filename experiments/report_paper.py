@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import re
 import sys
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.report import atomic_write
+from experiments.report import MANIFEST, OutputError, atomic_write, verify_results
 from starec_env.metrics import ndcg_single
 
 PAPER_METRICS = ("ndcg@1", "ndcg@5", "ndcg@10", "ndcg@20", "hit@10")
@@ -188,8 +189,19 @@ def render_report(rows: list[dict], config: dict) -> str:
 
 
 def write_paper_report(run_dir: str | Path) -> Path:
-    """Read ``results.json`` + ``config.json`` from ``run_dir`` and write ``report.md`` beside them."""
+    """Read ``results.json`` + ``config.json`` from ``run_dir`` and write ``report.md`` beside them.
+
+    The files must be one run's (checked against ``manifest.json``); a folder
+    written before manifests existed is read with a warning.
+    """
     run_dir = Path(run_dir)
+    try:
+        if verify_results(run_dir) is None and (run_dir / "results.json").exists():
+            logging.getLogger(__name__).warning(
+                "%s has no %s (written by an older STARec): cannot check that its files are one run's", run_dir, MANIFEST
+            )
+    except OutputError as err:
+        raise ReportError(str(err)) from None
     loaded = []
     for fname in ("results.json", "config.json"):
         path = run_dir / fname

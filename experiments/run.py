@@ -18,12 +18,15 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from experiments.config import ConfigError, RunConfig, load_run_config, parse_seeds, presets
-from starec_env.data.errors import DataFormatError, DatasetNotFoundError, PreprocessError
+from experiments.config import ConfigError, RunConfig, load_run_config, parse_seed_count, parse_seeds, presets
+from experiments.report import OutputError, check_out_dir
+from starec_env.data.errors import DataFormatError, DataOptionError, DatasetNotFoundError, PreprocessError
 from starec_env.protocol import ProtocolError
 
 #: Problems with the user's input: reported in one line, without a traceback.
-USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DataFormatError, DatasetNotFoundError, PreprocessError, ProtocolError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError, DataFormatError, DataOptionError, DatasetNotFoundError, PreprocessError, ProtocolError, OutputError,
+)  # fmt: skip
 
 StageFn = Callable[[RunConfig], int]
 #: Stage name -> function(config) -> exit code, or its "module:function" path
@@ -80,7 +83,7 @@ def run_eval(cfg: RunConfig) -> int:
     if not is_main_process():  # under `accelerate launch` only rank 0 evaluates
         return 0
     from experiments.evaluate import benchmark
-    from experiments.report import format_table, write_report
+    from experiments.report import format_table, online_sizes, write_report
 
     _set_threads(cfg)
     factories = {}
@@ -90,12 +93,18 @@ def run_eval(cfg: RunConfig) -> int:
         cfg, factories = trained_rows(cfg)
     rows, facts = benchmark(cfg, factories=factories)
     facts["training"] = _training_facts(Path(cfg.out)) if cfg.trained_rows() else {}
+    if cfg.distill.teacher == "http":  # the endpoint lives in the environment: record which one (redacted)
+        from policies.llm.teachers import http_teacher_record
+
+        facts["teacher"] = http_teacher_record()
     print(format_table(rows))
     p = facts["protocol"][0]
     print(
         f"\n{facts['dataset']['name']}: {p['users']} evaluation users ({p['eligible']} eligible), "
         f"{p['candidates']} candidates, seeds {cfg.seeds}; '(upper bound)' rows read the simulator's truth."
     )
+    if online_sizes(rows):
+        print(online_sizes(rows))
     if facts["simulator"].get("source") == "fitted" and any(r["upper_bound"] for r in rows):
         print(
             "note: this simulator is fitted to ratings, so upper-bound rows bound the simulated users "
@@ -155,7 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", help="folder holding the dataset's files")
     p.add_argument("--policies", help="comma-separated policy names, e.g. pop,bpr,oracle")
     p.add_argument("--users", type=int, help="evaluation users sampled by the offline protocol")
-    p.add_argument("--seeds", help="'0,1,2' or a count such as '3'")
+    seeds = p.add_mutually_exclusive_group()
+    seeds.add_argument("--seeds", help="the seeds to run, e.g. '0,1,2' ('42' is the one seed 42)")
+    seeds.add_argument("--n-seeds", help="run this many seeds, 0..N-1 (e.g. '3' = seeds 0,1,2)")
     p.add_argument("--out", help="folder that receives results.json etc. (default runs/latest)")
     p.add_argument("--model", help="student / LLM policy model: smollm2-135m, tiny, a local folder or a hub id")
     p.add_argument("--teacher", help="distillation teacher: oracle (default), http or local:<model>")
@@ -174,9 +185,10 @@ def _overrides(args: argparse.Namespace) -> dict:
         ("stage",): args.stage,
         ("data", "dataset"): args.dataset,
         ("data", "data_dir"): args.data_dir,
-        ("policies",): [p.strip() for p in args.policies.split(",") if p.strip()] if args.policies else None,
+        ("policies",): _names(args.policies) if args.policies is not None else None,
         ("protocol", "users"): args.users,
-        ("seeds",): parse_seeds(args.seeds) if args.seeds is not None else None,
+        ("seeds",): parse_seeds(args.seeds) if args.seeds is not None else (
+            parse_seed_count(args.n_seeds) if args.n_seeds is not None else None),
         ("out",): args.out,
         ("model", "name"): args.model,
         ("distill", "teacher"): args.teacher,
@@ -194,12 +206,35 @@ def _overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+def _names(text: str) -> list[str]:
+    """``--policies pop,bpr`` -> ["pop", "bpr"]; empty names are refused, not skipped."""
+    names = [p.strip() for p in text.split(",")]
+    if len(names) > 1 and not names[-1]:
+        names.pop()  # "pop,bpr," is the list [pop, bpr]
+    if not all(names):
+        raise ConfigError(f"--policies expects comma-separated policy names like 'pop,bpr', got {text!r}")
+    return names
+
+
+def _load(args: argparse.Namespace, preset: str) -> RunConfig:
+    """The run's config; a section's own check (a ValueError or TypeError from
+    its dataclass, naming the setting) is a config error like any other."""
+    try:
+        return load_run_config(args.config, _overrides(args), args.sets, preset=preset)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"bad setting: {err}") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     preset = args.preset if args.preset is not None or args.config is not None else "default"
     try:
-        cfg = load_run_config(args.config, _overrides(args), args.sets, preset=preset)
-        return resolve_stage(cfg.stage)(cfg)
+        cfg = _load(args, preset)
+        run = resolve_stage(cfg.stage)
+        check_out_dir(cfg.out)  # before any work: a bad --out must not cost a whole evaluation
+        return run(cfg)
     except USER_ERRORS + _training_errors() as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -8,13 +8,14 @@ sampling), so two runs with the same seed give identical scores.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from policies.base import Policy, PolicyContext
-from policies.rule_based import TIE_BREAK, item_counts, popularity_prior
+from policies.options import at_least, check_types, read, takes
+from policies.rule_based import TIE_BREAK, VariantOption, item_counts, popularity_prior
 from starec_env.data.model import Dataset
 from starec_env.types import RankingBatch, TrainSplit
 
@@ -30,10 +31,13 @@ class BPRConfig:
     l2: float = 1e-2
     init_std: float = 0.01
 
-    @classmethod
-    def from_options(cls, options: dict) -> "BPRConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: type(getattr(cls, k))(v) for k, v in options.items() if k in known})
+    def __post_init__(self) -> None:
+        check_types(self)
+        at_least(self, 1, "dim", "epochs", "batch_size")
+        at_least(self, 0.0, "l2")
+        for name in ("lr", "init_std"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}: expected a value > 0, got {getattr(self, name)!r}")
 
 
 class BPRPolicy(Policy):
@@ -131,12 +135,15 @@ def _sample_negatives(users: torch.Tensor, n_items: int, seen_keys: torch.Tensor
 
 
 def _make(ctx: PolicyContext, variant: str) -> Policy:
-    return BPRPolicy(ctx.dataset, str(ctx.options.get("variant", variant)), BPRConfig.from_options(ctx.options), ctx.seed)
+    variant = read(VariantOption, ctx.options, variant=variant).variant
+    return BPRPolicy(ctx.dataset, variant, read(BPRConfig, ctx.options), ctx.seed)
 
 
+@takes(BPRConfig, VariantOption)
 def make_bpr_sample(ctx: PolicyContext) -> Policy:
     return _make(ctx, "sample")
 
 
+@takes(BPRConfig, VariantOption)
 def make_bpr_full(ctx: PolicyContext) -> Policy:
     return _make(ctx, "full")

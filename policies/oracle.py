@@ -6,9 +6,12 @@ anyone could deploy.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from policies.base import Policy, PolicyContext
+from policies.options import check_types, read, takes
 from starec_env.types import RankingBatch
 
 RANK_BY = ("choice", "utility")
@@ -40,10 +43,23 @@ class OraclePolicy(Policy):
         return utility / resp.temperature + appeal[batch.candidates]
 
 
+@dataclass(frozen=True)
+class OracleOptions:
+    """``rank_by``: "choice" (the click logit) or "utility" (preference alone)."""
+
+    rank_by: str = "choice"
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if self.rank_by not in RANK_BY:
+            raise ValueError(f"rank_by: expected one of {list(RANK_BY)}, got {self.rank_by!r}")
+
+
+@takes(OracleOptions)
 def make_oracle(ctx: PolicyContext) -> Policy:
     if ctx.simulator is None:
         raise ValueError(
             "the oracle ranks by the simulator's truth, but PolicyContext.simulator is None; "
             "build it through the experiments runner (which hands it the simulator) or pass one"
         )
-    return OraclePolicy(ctx.simulator, str(ctx.options.get("rank_by", "choice")))
+    return OraclePolicy(ctx.simulator, read(OracleOptions, ctx.options).rank_by)

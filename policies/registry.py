@@ -2,7 +2,8 @@
 
 Factories are imported lazily so that naming ``pop`` never imports torch or
 transformers. A factory is any callable ``(PolicyContext) -> Policy``; user
-code can add its own with :func:`register`.
+code can add its own with :func:`register`, and may declare its options
+with :func:`policies.options.takes` so that ``[policy.NAME]`` typos are caught.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import importlib
 from typing import Callable
 
 from policies.base import Policy, PolicyContext
+from policies.options import PolicyOptionError, check
 
 Factory = Callable[[PolicyContext], Policy]
 
@@ -55,6 +57,31 @@ def available() -> list[str]:
     return sorted(_FACTORIES)
 
 
+def load_factory(name: str) -> Factory:
+    """The factory of ``name`` (a registered name or ``"package.module:factory"``), imported now.
+
+    A name that is unknown or cannot be imported raises :class:`PolicyOptionError`
+    naming it, so a run can refuse it before any work.
+    """
+    target = _FACTORIES.get(name, name if ":" in name else None)
+    if target is None:
+        raise PolicyOptionError(f"unknown policy {name!r}; known: {', '.join(available())} (or 'module:factory')")
+    if isinstance(target, str):
+        module, _, attr = target.partition(":")
+        try:
+            target = getattr(importlib.import_module(module), attr)
+        except Exception as exc:  # a user module may fail to import in any way; report it in one line
+            raise PolicyOptionError(f"policy {name!r}: cannot load factory {module}:{attr} ({type(exc).__name__}: {exc})") from None
+        if not callable(target):
+            raise PolicyOptionError(f"policy {name!r}: {module}:{attr} is not callable")
+    return target
+
+
+def check_policy_options(name: str, options: dict) -> None:
+    """Refuse a ``[policy.NAME]`` table the policy's factory cannot use (see :mod:`policies.options`)."""
+    check(name, load_factory(name), options)
+
+
 def make_policy(name: str, ctx: PolicyContext) -> Policy:
     """Build the policy called ``name``.
 
@@ -62,15 +89,6 @@ def make_policy(name: str, ctx: PolicyContext) -> Policy:
     code runs from the CLI without touching this file. Unknown names list
     the known ones.
     """
-    target = _FACTORIES.get(name, name if ":" in name else None)
-    if target is None:
-        raise ValueError(f"unknown policy {name!r}; known: {', '.join(available())} (or 'module:factory')")
-    if isinstance(target, str):
-        module, attr = target.split(":", 1)
-        try:
-            target = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ValueError(f"policy {name!r}: cannot load factory {module}:{attr} ({exc})") from None
-    policy = target(ctx)
+    policy = load_factory(name)(ctx)
     policy.name = name
     return policy

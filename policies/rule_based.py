@@ -7,10 +7,13 @@ as fresh users of the online environment.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from policies.base import Policy, PolicyContext
+from policies.options import at_least, check_types, read, takes
 from starec_env.data.model import Dataset
 from starec_env.types import PAD, RankingBatch, TrainSplit
 
@@ -163,22 +166,50 @@ def _expand(offsets: np.ndarray, values: np.ndarray, keys: np.ndarray) -> tuple[
     return owner, values[idx]
 
 
-def _variant(ctx: PolicyContext) -> str:
-    return str(ctx.options.get("variant", "full"))
+VARIANTS = ("full", "sample")
 
 
+@dataclass(frozen=True)
+class VariantOption:
+    """``variant``: the training interactions a statistic is counted on -
+    every user's ("full") or the evaluated users' only ("sample")."""
+
+    variant: str = "full"
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant: expected one of {list(VARIANTS)}, got {self.variant!r}")
+
+
+@dataclass(frozen=True)
+class GenreOptions:
+    """The genre agent's blend: history votes are ``rating - center``; ``pop_weight`` x popularity is added."""
+
+    center: float = 2.5
+    pop_weight: float = 2.0
+
+    def __post_init__(self) -> None:
+        check_types(self)
+        at_least(self, 0.0, "pop_weight")
+
+
+@takes()
 def make_random(ctx: PolicyContext) -> Policy:
     return RandomPolicy(ctx.rng(salt=1))
 
 
+@takes(VariantOption)
 def make_popularity(ctx: PolicyContext) -> Policy:
-    return PopularityPolicy(ctx.dataset, _variant(ctx))
+    return PopularityPolicy(ctx.dataset, read(VariantOption, ctx.options).variant)
 
 
+@takes(VariantOption, GenreOptions)
 def make_genre(ctx: PolicyContext) -> Policy:
-    opts = ctx.options
-    return GenreAffinityPolicy(ctx.dataset, _variant(ctx), float(opts.get("center", 2.5)), float(opts.get("pop_weight", 2.0)))
+    opts = read(GenreOptions, ctx.options)
+    return GenreAffinityPolicy(ctx.dataset, read(VariantOption, ctx.options).variant, float(opts.center), float(opts.pop_weight))
 
 
+@takes(VariantOption)
 def make_itemknn(ctx: PolicyContext) -> Policy:
-    return ItemKNNPolicy(ctx.dataset, _variant(ctx))
+    return ItemKNNPolicy(ctx.dataset, read(VariantOption, ctx.options).variant)

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from policies.base import Policy, PolicyContext
+from policies.options import check_types, takes
 from starec_env.metrics import ndcg_single, rank_of
 from starec_env.configtools import config_from_dict
 from starec_env.types import PAD, RankingBatch, TrainSplit
@@ -74,9 +75,12 @@ class SeqConfig:
     score_chunk: int = 4096
 
     def __post_init__(self) -> None:
+        check_types(self)
         if self.loss not in LOSSES:
             raise ValueError(f"SeqConfig.loss: expected one of {LOSSES}, got {self.loss!r}")
-        for name in ("dim", "layers", "heads", "max_len", "train_batch_size", "epochs", "patience", "score_chunk"):
+        if not self.lr > 0 or self.weight_decay < 0:
+            raise ValueError(f"SeqConfig.lr must be > 0 and weight_decay >= 0, got {self.lr!r} and {self.weight_decay!r}")
+        for name in ("dim", "layers", "heads", "max_len", "train_batch_size", "epochs", "patience", "score_chunk", "val_negatives"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"SeqConfig.{name}: expected a positive integer, got {value!r}")
@@ -415,17 +419,21 @@ def _make(arch: str, variant: str, ctx: PolicyContext) -> SequentialPolicy:
     return SequentialPolicy(arch, variant, SeqConfig.from_dict(dict(ctx.options)), seed=ctx.seed)
 
 
+@takes(SeqConfig)
 def make_gru4rec_sample(ctx: PolicyContext) -> SequentialPolicy:
     return _make("gru4rec", "sample", ctx)
 
 
+@takes(SeqConfig)
 def make_gru4rec_full(ctx: PolicyContext) -> SequentialPolicy:
     return _make("gru4rec", "full", ctx)
 
 
+@takes(SeqConfig)
 def make_sasrec_sample(ctx: PolicyContext) -> SequentialPolicy:
     return _make("sasrec", "sample", ctx)
 
 
+@takes(SeqConfig)
 def make_sasrec_full(ctx: PolicyContext) -> SequentialPolicy:
     return _make("sasrec", "full", ctx)

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.config import ConfigError, load_run_config, parse_seeds, presets
+from experiments.config import ConfigError, load_run_config, parse_seed_count, parse_seeds, presets
+from experiments.report import verify_results
 from experiments.run import STAGES, main
 
 TINY = """
@@ -60,12 +61,16 @@ def test_smoke_run_writes_results(tiny_toml: Path, tmp_path: Path, capsys) -> No
         assert 0.0 <= row["ndcg@1"] <= row["ndcg@5"] <= row["ndcg@10"] <= row["ndcg@20"] <= 1.0
         assert 0.0 <= row["ctr"] <= 1.0 and 1.0 <= row["session_length"] <= 3.0
         assert row["upper_bound"] == (row["policy"] == "oracle")
+        assert row["ctr_se"] > 0 and row["return_se"] > 0 and row["session_length_se"] >= 0  # over the 20 users
+        assert row["stats"]["online_users"] == 20 and row["stats"]["online_max_cycles"] == 3
     assert rows[4]["stats"]["train_s"] > 0
+    assert "online ± standard error" in printed and "20 users x up to 3 steps" in printed
     assert (out / "results.csv").read_text().startswith("policy,")
     assert (out / "results.png").read_bytes()[:4] == b"\x89PNG"
     config = json.loads((out / "config.json").read_text())
     assert config["config"]["policy"]["bpr"]["epochs"] == 2
-    assert not list(out.glob(".*tmp"))  # atomic writes leave no temporaries
+    assert verify_results(out)["run_id"] == config["run_id"]  # one sealed set
+    assert not list(out.glob(".*tmp")) and not list(out.glob(".staging-*"))  # atomic writes leave no temporaries
 
     again = tmp_path / "again"
     assert main(["--config", str(tiny_toml), "--out", str(again)]) == 0
@@ -121,10 +126,22 @@ def _echo_stage(cfg) -> int:
     return 7
 
 
-def test_parse_seeds() -> None:
-    assert parse_seeds("3") == [0, 1, 2]
+def test_seeds_are_a_list_and_a_count_is_its_own_flag(tiny_toml: Path, tmp_path: Path) -> None:
+    assert parse_seeds("42") == [42]  # one seed, never "42 seeds"
     assert parse_seeds("4,7") == [4, 7]
     assert parse_seeds("5,") == [5]
+    assert parse_seed_count("3") == [0, 1, 2]
+    seen = {}
+    STAGES["record"] = lambda cfg: seen.setdefault("seeds", cfg.seeds) and 0
+    try:
+        assert main(["--config", str(tiny_toml), "--stage", "record", "--seeds", "42", "--out", str(tmp_path)]) == 0
+        assert seen.pop("seeds") == [42]
+        assert main(["--config", str(tiny_toml), "--stage", "record", "--n-seeds", "3", "--out", str(tmp_path)]) == 0
+        assert seen.pop("seeds") == [0, 1, 2]
+    finally:
+        del STAGES["record"]
+    with pytest.raises(SystemExit):  # both at once: argparse refuses
+        main(["--seeds", "1", "--n-seeds", "2"])
 
 
 def test_stage_hook_and_fidelity(tiny_toml: Path, tmp_path: Path, capsys, monkeypatch) -> None:
@@ -179,7 +196,7 @@ def test_classic_eval_stays_light(tmp_path: Path) -> None:
     """The issue-2 benchmark through the new CLI: seconds, and no LLM / training stack imported."""
     code = (
         "import sys; from experiments.run import main; "
-        f"rc = main(['--stage', 'eval', '--policies', 'random,pop,genre', '--users', '20', '--seeds', '1', '--no-progress', "
+        f"rc = main(['--stage', 'eval', '--policies', 'random,pop,genre', '--users', '20', '--n-seeds', '1', '--no-progress', "
         f"'--set', 'online.users=10', '--out', {str(tmp_path)!r}]); "
         "print('heavy:', sorted(m for m in ('transformers', 'trl', 'datasets') if m in sys.modules)); sys.exit(rc)"
     )
@@ -231,7 +248,7 @@ def test_every_agent_sees_the_same_candidates() -> None:
     from experiments.evaluate import benchmark
     from policies.rule_based import make_random
 
-    seen: dict[str, list] = {"x:a": [], "x:b": []}
+    seen: dict[str, list] = {"random": [], "pop": []}
 
     def recorder(name: str):
         def factory(ctx):
@@ -247,11 +264,42 @@ def test_every_agent_sees_the_same_candidates() -> None:
 
         return factory
 
-    cfg = load_run_config(None, {"policies": ["x:a", "x:b"], "seeds": [0, 1], "protocol": {"users": 30},
+    cfg = load_run_config(None, {"policies": ["random", "pop"], "seeds": [0, 1], "protocol": {"users": 30},
                                  "online": {"enabled": False}, "data": {"options": {"n_users": 80, "n_items": 60}},
                                  "progress": False}, [])
-    benchmark(cfg, factories={"x:a": recorder("x:a"), "x:b": recorder("x:b")})
-    assert len(seen["x:a"]) == len(seen["x:b"]) >= 2
-    for got_a, got_b in zip(seen["x:a"], seen["x:b"]):
+    benchmark(cfg, factories={"random": recorder("random"), "pop": recorder("pop")})
+    assert len(seen["random"]) == len(seen["pop"]) >= 2
+    for got_a, got_b in zip(seen["random"], seen["pop"]):
         assert all(np.array_equal(x, y) for x, y in zip(got_a, got_b))
-    assert not np.array_equal(seen["x:a"][0][1], seen["x:a"][-1][1])  # a new seed draws new candidates
+    assert not np.array_equal(seen["random"][0][1], seen["random"][-1][1])  # a new seed draws new candidates
+
+
+def test_online_sessions_are_sized_per_policy_kind() -> None:
+    """Cheap agents: many users and full sessions; LLM agents and trained rows: fewer (issue 11, item 10)."""
+    from experiments.evaluate import env_config, is_llm_row, load_world
+
+    cfg = load_run_config(None, {"data": {"options": {"n_users": 80, "n_items": 60}},
+                                 "online": {"users": 50, "llm_users": 3, "llm_env": {"max_cycles": 2}}}, [])
+    world = load_world(cfg)
+    cheap, llm = env_config(cfg, world, llm=False), env_config(cfg, world, llm=True)
+    assert (cheap.n_users, cheap.max_cycles) == (50, 50) and (llm.n_users, llm.max_cycles) == (3, 2)
+    assert [is_llm_row(n) for n in ("pop", "bpr", "oracle", "llmrank", "starec", "starec-sft", "teacher")] == [
+        False, False, False, True, True, True, True]
+    default = load_run_config(preset="default")  # the preset's LLM budget no longer shrinks the classic rows
+    assert (default.online.users, default.online.llm_users, default.online.llm_env) == (500, 4, {"max_cycles": 2})
+
+
+def test_online_standard_errors() -> None:
+    """Delta-method error of a ratio and the plain error of a mean, against hand-computed values."""
+    from experiments.evaluate import _ratio, _standard_error
+    from experiments.report import aggregate
+
+    clicks, steps = np.array([1.0, 3.0, 0.0, 4.0]), np.array([2.0, 4.0, 1.0, 5.0])
+    ratio, se = _ratio(clicks, steps)
+    residual = clicks - 8 / 12 * steps
+    assert ratio == pytest.approx(8 / 12)
+    assert se == pytest.approx(np.sqrt((residual**2).sum() / (4 * 3)) / 3.0)
+    assert _standard_error(np.array([1.0, 2.0, 3.0])) == pytest.approx(1 / np.sqrt(3))
+    assert np.isnan(_standard_error(np.array([1.0]))) and _ratio(np.zeros(3), np.zeros(3))[0] == 0.0
+    row = aggregate("p", [{"ctr": 0.5, "ctr_se": 0.03}, {"ctr": 0.7, "ctr_se": 0.04}], False, {})
+    assert row["ctr"] == pytest.approx(0.6) and row["ctr_se"] == pytest.approx(0.025)  # sqrt(.03² + .04²) / 2

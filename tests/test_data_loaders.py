@@ -11,6 +11,7 @@ import pytest
 
 from starec_env.data import (
     DataFormatError,
+    DataOptionError,
     DatasetNotFoundError,
     PreprocessConfig,
     load_dataset,
@@ -174,8 +175,10 @@ def test_amazon_repeated_pairs_keep_latest_and_ms_timestamps(tmp_path: Path) -> 
     rows = ["B000000001,A000000000001Z,2.0,1000000000000", "B000000001,A000000000001Z,5.0,1000000500000",
             "B000000002,A000000000001Z,4.0,999999999"]  # fmt: skip
     (tmp_path / "CDs_and_Vinyl.csv").write_text("\n".join(rows) + "\n")
-    ds = load_dataset("amazon-cds", tmp_path, RAW)
-    assert ds.meta["repeated_pairs_dropped"] == 1
+    with pytest.raises(DataFormatError, match=r"CDs_and_Vinyl.csv line 2, field 'item'.*already on line 1.*duplicates='latest'"):
+        load_dataset("amazon-cds", tmp_path, RAW)
+    ds = load_dataset("amazon-cds", tmp_path, RAW, duplicates="latest")
+    assert ds.meta["repeated_pairs_dropped"] == 1 and ds.summary()["loader"]["repeated_pairs_dropped"] == 1
     assert _ratings_by_id(ds) == {("A000000000001Z", "B000000001", 5.0, 1000000500), ("A000000000001Z", "B000000002", 4.0, 999999999)}
 
 
@@ -197,8 +200,10 @@ def test_recbole_generic_atomic_files(tmp_path: Path) -> None:
         "b1\tThe,Hobbit\t1937\tFantasy,Adventure\nb2\tDune\t\tSci-Fi\n"
     )
     (tmp_path / "books.user").write_text("user_id:token\tage:float\tlocation:token\nu1\t31\tparis\nu2\t\tnyc\n")
-    ds = load_dataset("recbole", tmp_path, RAW, seq_separator=",")
-    assert ds.name == "books" and ds.meta["rating_rescaled_from"] == (0.0, 10.0)
+    with pytest.raises(DataFormatError, match=r"books.inter line 2, field 'rating': expected a rating 1-5.*rating_range"):
+        load_dataset("recbole", tmp_path, RAW, seq_separator=",")
+    ds = load_dataset("recbole", tmp_path, RAW, seq_separator=",", rating_range=[0, 10])
+    assert ds.name == "books" and ds.meta["ratings_rescaled"] == {"from": [0.0, 10.0], "rows": 3}
     assert _ratings_by_id(ds) == {("u1", "b1", 1.0, 10), ("u1", "b2", 5.0, 11), ("u2", "b1", 3.0, 9)}
     hobbit = _item(ds, "b1")
     assert (hobbit["title"], hobbit["year"], hobbit["genres"]) == ("The Hobbit", 1937, ("Fantasy", "Adventure"))
@@ -219,9 +224,9 @@ def test_recbole_implicit_feedback_and_file_choice(tmp_path: Path) -> None:
 
 
 def test_load_dataset_rejects_unknown_names_and_options(tmp_path: Path, world: TinyWorld) -> None:
-    with pytest.raises(ValueError, match="ml-100k"):
+    with pytest.raises(DataOptionError, match="ml-100k"):
         load_dataset("ml-10m")
-    with pytest.raises(TypeError, match="columns"):
+    with pytest.raises(DataOptionError, match="columns"):
         load_dataset("ml-1m", write_ml1m(tmp_path, world), columns="user,item")
 
 
@@ -263,7 +268,7 @@ MALFORMED = [
     (write_amazon_reviews, "CDs_and_Vinyl_5.json", 4, '{"reviewerID": "A1", "asin": "B1", "overall": 7, "unixReviewTime": 1}', 4, "overall", "rating 1-5"),
     (write_ml100k_atomic, "ml-100k.inter", 1, "user_id:token\titem_id:tokn\trating:float\ttimestamp:float", 1, "item_id:tokn", "token_seq"),
     (write_ml100k_atomic, "ml-100k.inter", 1, "user:token\titem_id:token\trating:float\ttimestamp:float", 1, "user_id", "header field 'user_id:token'"),
-    (write_ml100k_atomic, "ml-100k.inter", 9, "1\t2\tgood\t881250949", 9, "rating", "a number"),
+    (write_ml100k_atomic, "ml-100k.inter", 9, "1\t2\tgood\t881250949", 9, "rating", "a rating 1-5"),
     (write_ml100k_atomic, "ml-100k.item", 3, "1\tToy Story\t1995\tComedy", 3, "item_id", "already on line 2"),
 ]
 
@@ -333,7 +338,7 @@ def test_synthetic_delegates_to_generator() -> None:
     b = synthetic.generate_world(synthetic.SyntheticConfig(n_users=30, n_items=40), 3)
     pd.testing.assert_frame_equal(a.interactions, b.interactions)
     assert a.meta["preprocess"]["kcore"] == 0  # the world is kept at the size asked for
-    with pytest.raises(TypeError, match="n_userz"):
+    with pytest.raises(DataOptionError, match="n_userz"):
         load_dataset("synthetic", n_userz=3)
 
 

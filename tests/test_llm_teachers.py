@@ -205,6 +205,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(503, {"error": "busy"})
         elif body["model"] == "bad":
             self._send(400, {"error": {"message": "unknown model"}})
+        elif body["model"] == "echo":  # a server that quotes the request's secrets back
+            self._send(401, {"error": f"bad credentials {self.headers.get('Authorization')} for {self.path}"})
         else:
             last = body["messages"][-1]["content"]
             self._send(200, {"choices": [{"message": {"role": "assistant", "content": f"Ranking: A > B ({len(last)})",
@@ -268,6 +270,48 @@ def test_http_teacher_needs_configuration(monkeypatch):
     monkeypatch.delenv("STAREC_TEACHER_BASE_URL", raising=False)
     with pytest.raises(TeacherError, match="STAREC_TEACHER_BASE_URL"):
         HTTPChatBackend.from_env()
+    for bad in ("ftp://host/v1", "host/v1", "http://host:port/v1", "http://[::1/v1"):
+        with pytest.raises(TeacherError, match="STAREC_TEACHER_BASE_URL must be an http"):
+            HTTPChatBackend(bad, "m")
+
+
+def test_http_teacher_keeps_the_query_and_hides_credentials(server):
+    """Azure-style base URLs carry a query; keys in the URL, the header or the reply never reach a message."""
+    server.flaky = False
+    port = server.server_port
+    chat = [[{"role": "user", "content": "x"}]]
+    azure = HTTPChatBackend(f"http://127.0.0.1:{port}/openai/deployments/gpt4?api-version=2024-02-01", "m", "k" * 12)
+    assert azure(chat)[0].startswith("<think>")
+    assert server.requests[-1][0] == "/openai/deployments/gpt4/chat/completions?api-version=2024-02-01"
+    leaky = HTTPChatBackend(f"http://alice:hunter2pw@127.0.0.1:{port}/v1/?api_key=sk-querysecret99", "echo", sleep=lambda s: None)
+    with pytest.raises(TeacherError) as err:
+        leaky(chat)
+    message = str(err.value)
+    path, headers, _ = server.requests[-1]
+    assert path == "/v1/chat/completions?api_key=sk-querysecret99" and headers["Authorization"].startswith("Basic ")
+    assert "HTTP 401" in message and "api_key=***" in message
+    for secret in ("hunter2pw", "sk-querysecret99", headers["Authorization"].split()[1]):
+        assert secret not in message
+    keyed = HTTPChatBackend(f"http://127.0.0.1:{port}/v1", "echo", "sk-live-abcdef123456", sleep=lambda s: None)
+    with pytest.raises(TeacherError) as err:
+        keyed(chat)
+    assert "sk-live-abcdef123456" not in str(err.value) and "Bearer ***" in str(err.value)
+    assert leaky.describe() == {"endpoint": f"http://127.0.0.1:{port}/v1/chat/completions?api_key=***", "model": "echo"}
+
+
+def test_http_teacher_is_recorded_in_config_json(server, monkeypatch, tmp_path):
+    from experiments.run import main
+
+    monkeypatch.setenv("STAREC_TEACHER_BASE_URL", f"http://bob:pw-secret-1@127.0.0.1:{server.server_port}/v1?key=hidden-value")
+    monkeypatch.setenv("STAREC_TEACHER_MODEL", "teacher-32b")
+    args = ["--stage", "eval", "--teacher", "http", "--policies", "pop", "--users", "5", "--no-online", "--no-progress",
+            "--set", "data.options.n_users=40", "--set", "data.options.n_items=30", "--out", str(tmp_path)]
+    assert main(args) == 0
+    text = (tmp_path / "config.json").read_text()
+    record = json.loads(text)["facts"]["teacher"]
+    assert record == {"teacher": "http", "endpoint": f"http://127.0.0.1:{server.server_port}/v1/chat/completions?key=***",
+                      "model": "teacher-32b"}
+    assert "pw-secret-1" not in text and "hidden-value" not in text
 
 
 # ------------------------------------------------ end to end on the simulator

@@ -21,11 +21,14 @@ kept traces in TRL's conversational prompt/completion format.
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import time
 import tomllib
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
@@ -329,7 +332,11 @@ class HTTPChatBackend:
     Retries timeouts, connection errors, 429 and 5xx answers with exponential
     backoff; other HTTP errors fail at once with the server's message. A
     separate ``reasoning_content`` (reasoning models such as DeepSeek-R1) is
-    folded back into ``<think>...</think>``.
+    folded back into ``<think>...</think>``. ``/chat/completions`` is added to
+    the base URL's path, before any query (Azure's ``?api-version=...``);
+    ``user:password@`` in the URL is sent as basic authentication. Messages
+    and :meth:`describe` show the URL with its credentials and query values
+    hidden, and server replies with the API key masked.
     """
 
     def __init__(
@@ -347,7 +354,8 @@ class HTTPChatBackend:
     ) -> None:
         if not base_url or not model:
             raise TeacherError("an HTTP teacher needs a base URL and a model name")
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.url, self.credentials = chat_url(base_url)
+        self.shown_url = redact_url(self.url)
         self.model = model
         self.api_key = api_key
         self.timeout = timeout
@@ -365,6 +373,10 @@ class HTTPChatBackend:
             raise TeacherError("set STAREC_TEACHER_BASE_URL and STAREC_TEACHER_MODEL (and STAREC_TEACHER_API_KEY if needed)")
         return cls(base, model, os.environ.get("STAREC_TEACHER_API_KEY"), **kwargs)
 
+    def describe(self) -> dict[str, str]:
+        """What a run records about its teacher: the endpoint (credentials hidden) and the model."""
+        return {"endpoint": self.shown_url, "model": self.model}
+
     def __call__(self, chats: Sequence[Messages]) -> list[str]:
         return [self.complete(chat) for chat in chats]
 
@@ -375,6 +387,8 @@ class HTTPChatBackend:
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        elif self.credentials:
+            headers["Authorization"] = "Basic " + base64.b64encode(self.credentials.encode()).decode()
         last = "no attempt made"
         for attempt in range(self.retries + 1):
             if attempt:
@@ -382,25 +396,81 @@ class HTTPChatBackend:
             request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
             try:
                 with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    return _reply_text(json.loads(response.read().decode("utf-8")), self.url)
+                    return _reply_text(json.loads(response.read().decode("utf-8")), self)
             except urllib.error.HTTPError as err:
-                detail = err.read().decode("utf-8", "replace")[:300]
-                last = f"HTTP {err.code}: {detail}"
+                last = f"HTTP {err.code}: {self.mask(err.read().decode('utf-8', 'replace'))}"
                 if err.code != 429 and err.code < 500:
-                    raise TeacherError(f"teacher endpoint {self.url} refused the request ({last})") from None
+                    raise TeacherError(f"teacher endpoint {self.shown_url} refused the request ({last})") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as err:
-                last = f"{type(err).__name__}: {getattr(err, 'reason', err)}"
-            except json.JSONDecodeError as err:
-                raise TeacherError(f"teacher endpoint {self.url} sent invalid JSON ({err})") from None
-        raise TeacherError(f"teacher endpoint {self.url} failed after {self.retries + 1} attempts ({last})")
+                last = f"{type(err).__name__}: {self.mask(str(getattr(err, 'reason', err)))}"
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise TeacherError(f"teacher endpoint {self.shown_url} did not reply with JSON") from None
+        raise TeacherError(f"teacher endpoint {self.shown_url} failed after {self.retries + 1} attempts ({last})")
+
+    def mask(self, text: str, limit: int = 200) -> str:
+        """A server's text fit for an error message: secrets we sent masked, clipped to ``limit``."""
+        password = self.credentials.partition(":")[2]
+        secrets = [s for s in (self.api_key, self.credentials, password) if s and len(s) >= 4]
+        secrets += [v for _, v in urllib.parse.parse_qsl(urllib.parse.urlsplit(self.url).query) if len(v) >= 4]
+        for secret in sorted(secrets, key=len, reverse=True):
+            text = text.replace(secret, "***")
+        text = _TOKEN_LIKE.sub("***", " ".join(text.split()))
+        return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _reply_text(payload: Any, url: str) -> str:
+#: Query parameters that carry no secret and are worth showing (the rest are hidden).
+_PUBLIC_QUERY = frozenset({"api-version", "api_version"})
+#: Things in a server reply that look like keys or authorization tokens.
+_TOKEN_LIKE = re.compile(r"(?i)\b(?:sk|pk|rk|key|api[-_]?key)[-_][A-Za-z0-9_-]{6,}|(?<=Bearer )\S+|(?<=Basic )\S+")
+
+
+def chat_url(base_url: str) -> tuple[str, str]:
+    """(request URL, ``user:password`` or ""): ``/chat/completions`` joined to
+    the path of ``base_url`` (kept when already there), the query kept, the
+    credentials taken out of the URL."""
+    try:
+        parts = urllib.parse.urlsplit(base_url.strip())
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and (parts.port is None or parts.port > 0)
+    except ValueError:  # a bad port or IPv6 address
+        valid = False
+    if not valid:
+        raise TeacherError(f"STAREC_TEACHER_BASE_URL must be an http(s) URL such as https://host/v1, got {redact_url(base_url)!r}")
+    credentials, _, host = parts.netloc.rpartition("@")
+    path = parts.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions"
+    return urllib.parse.urlunsplit((parts.scheme, host, path, parts.query, "")), urllib.parse.unquote(credentials)
+
+
+def redact_url(url: str) -> str:
+    """``url`` safe to print or record: ``user:password@`` and every query value
+    but the API version replaced by ``***``."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<an unparsable URL>"
+    host = parts.netloc.rpartition("@")[2]
+    netloc = f"***@{host}" if "@" in parts.netloc else host
+    query = [(k, v if k.lower() in _PUBLIC_QUERY else "***") for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)]
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, urllib.parse.urlencode(query, safe="*"), ""))
+
+
+def http_teacher_record() -> dict[str, str | None]:
+    """The HTTP teacher a run uses, as recorded beside its results (from the
+    environment, credentials hidden; None where a variable is unset)."""
+    base = os.environ.get("STAREC_TEACHER_BASE_URL")
+    return {"teacher": "http", "endpoint": redact_url(chat_url(base)[0]) if base else None,
+            "model": os.environ.get("STAREC_TEACHER_MODEL")}
+
+
+def _reply_text(payload: Any, backend: HTTPChatBackend) -> str:
     try:
         message = payload["choices"][0]["message"]
         content = message.get("content") or ""
     except (KeyError, IndexError, TypeError, AttributeError):
-        raise TeacherError(f"teacher endpoint {url} replied without choices[0].message: {str(payload)[:200]}") from None
+        raise TeacherError(
+            f"teacher endpoint {backend.shown_url} replied without choices[0].message: {backend.mask(str(payload))}"
+        ) from None
     reasoning = message.get("reasoning_content")
     if reasoning and "<think>" not in content:
         content = f"<think>\n{reasoning.strip()}\n</think>\n{content}"

@@ -8,11 +8,16 @@ asked for); pass ``PreprocessConfig(kcore=0)`` for raw real data.
 
 Loader options (``**options``): ``synthetic`` takes SyntheticConfig fields;
 ``amazon-cds`` takes ``category``, ``source``, ``columns``; ``recbole`` takes
-``atomic_name``, ``seq_separator`` and the ``*_field`` names.
+``atomic_name``, ``seq_separator``, ``rating_range`` and the ``*_field``
+names; every file loader takes ``duplicates`` ("error", the default, or
+"latest"). Loaders never change the data silently: what an option changed
+is logged and counted in ``meta`` (see ``Dataset.summary()["loader"]``). An
+unknown option or a bad value is a :class:`DataOptionError` naming it.
 """
 from __future__ import annotations
 
 import inspect
+import math
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable
@@ -20,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from starec_env.data.amazon import load_amazon
-from starec_env.data.errors import DataFormatError, DatasetNotFoundError, PreprocessError
+from starec_env.data.errors import DataFormatError, DataOptionError, DatasetNotFoundError, PreprocessError
 from starec_env.data.model import Dataset, build_dataset
 from starec_env.data.movielens import load_ml1m, load_ml100k
 from starec_env.data.preprocess import PreprocessConfig, kcore_rows
@@ -30,6 +35,7 @@ from starec_env.data.recbole import load_recbole
 __all__ = [
     "DATASETS",
     "DataFormatError",
+    "DataOptionError",
     "Dataset",
     "DatasetNotFoundError",
     "PreprocessConfig",
@@ -62,11 +68,13 @@ def load_dataset(
     ``preprocess.max_users``; the result's ``meta["preprocess"]`` holds the
     settings applied.
     """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise DataOptionError(f"dataset {name!r} seed: expected an integer >= 0, got {seed!r}")
     if name == "synthetic":
         from starec_env.data.synthetic import SyntheticConfig, generate_world
 
         _check_options(name, {f.name for f in fields(SyntheticConfig)}, options)
-        ds = generate_world(SyntheticConfig(**options), seed)
+        ds = generate_world(_synthetic_config(SyntheticConfig, options), seed)
         cfg = preprocess if preprocess is not None else PreprocessConfig(kcore=0)
     elif name in _LOADERS:
         loader = _LOADERS[name]
@@ -75,13 +83,45 @@ def load_dataset(
         ds = loader(None if data_dir is None else Path(data_dir), **options)
         cfg = preprocess if preprocess is not None else PreprocessConfig()
     else:
-        raise ValueError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
+        raise DataOptionError(f"unknown dataset {name!r}: expected one of {', '.join(DATASETS)}")
     return apply_preprocess(ds, cfg, np.random.default_rng([seed, _PREPROCESS_SALT]))
 
 
 def _check_options(name: str, accepted: set[str], options: dict[str, Any]) -> None:
     unknown = sorted(set(options) - accepted)
     if unknown:
-        raise TypeError(
+        raise DataOptionError(
             f"dataset {name!r} does not take option(s) {unknown}; it accepts {sorted(accepted) or 'none'}"
         )
+
+
+#: Python types a SyntheticConfig annotation allows (``None`` only where the annotation says so).
+_ANNOTATED = {"int": (int,), "float": (int, float), "tuple[float, ...]": (list, tuple), "tuple[int, int]": (list, tuple)}
+
+
+def _synthetic_config(cls: type, options: dict[str, Any]) -> Any:
+    """SyntheticConfig from user options: each value's type is checked against the
+    field's annotation (TOML gives strings, bools, lists) and the config's own
+    checks become a :class:`DataOptionError`, so no bad size reaches numpy."""
+    types = {f.name: str(f.type) for f in fields(cls)}
+    for key, value in options.items():
+        annotation = types[key].removesuffix(" | None")
+        allowed = _ANNOTATED.get(annotation, (object,))
+        if value is None and types[key].endswith("| None"):
+            continue
+        bad = isinstance(value, bool) or not isinstance(value, allowed)
+        bad = bad or (isinstance(value, float) and not math.isfinite(value))
+        if isinstance(value, (list, tuple)):
+            element = int if annotation == "tuple[int, int]" else (int, float)
+            bad = bad or not all(isinstance(v, element) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+        if not bad and annotation in ("int", "float") and key != "start_time" and value < 0:
+            bad = True
+        if not bad and isinstance(value, int) and value >= 2**31:  # sizes and times numpy can index
+            bad = True
+        if bad:
+            sign = "" if key == "start_time" else "non-negative "
+            raise DataOptionError(f"dataset 'synthetic' option {key}: expected a {sign}{annotation} below 2**31, got {value!r}")
+    try:
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in options.items()})
+    except (TypeError, ValueError) as err:
+        raise DataOptionError(f"dataset 'synthetic': {err}") from None

@@ -20,7 +20,11 @@ With both interaction sources present the ratings CSV is used (the paper's
 CDs statistics match the full 2018 ratings file); ``source="reviews"``
 chooses the 5-core file. Genres are the categories one level below the store
 root ("CDs & Vinyl" > "Rock" gives "Rock"). Millisecond timestamps (2023)
-become seconds; a (user, item) pair rated twice keeps its latest rating.
+become seconds. A (user, item) pair rated twice is an error unless the
+option ``duplicates="latest"`` keeps its latest rating (the full ratings
+files do repeat a few pairs; the dropped rows are logged and counted in
+``meta["repeated_pairs_dropped"]``). Items without metadata get a
+placeholder title, counted in ``meta["placeholder_items"]``.
 """
 from __future__ import annotations
 
@@ -36,9 +40,18 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-from starec_env.data.errors import DataFormatError, DatasetNotFoundError
+from starec_env.data.errors import DataFormatError, DataOptionError, DatasetNotFoundError, check_choice
 from starec_env.data.model import Dataset, build_dataset
-from starec_env.data.tables import Table, drop_repeated_pairs, find_file, read_delimited, read_text, split_lines, year_from_text
+from starec_env.data.tables import (
+    DUPLICATE_POLICIES,
+    Table,
+    find_file,
+    read_delimited,
+    read_text,
+    repeated_pairs,
+    split_lines,
+    year_from_text,
+)
 
 _ASIN = re.compile(r"^[0-9A-Z]{10}$")
 _DESCRIPTION_CHARS = 500
@@ -57,13 +70,15 @@ def load_amazon(
     category: str = "CDs_and_Vinyl",
     source: str = "auto",
     columns: str = "auto",
+    duplicates: str = "error",
     dataset_name: str = "amazon-cds",
 ) -> Dataset:
     """Load one Amazon category from ``data_dir`` (see the module docstring for files)."""
-    if source not in ("auto", "ratings", "reviews"):
-        raise ValueError(f"source must be 'auto', 'ratings' or 'reviews', got {source!r}")
-    if columns not in ("auto", "user,item", "item,user"):
-        raise ValueError(f"columns must be 'auto', 'user,item' or 'item,user', got {columns!r}")
+    if not isinstance(category, str) or not category or "/" in category:
+        raise DataOptionError(f"dataset {dataset_name!r} option category: expected a file-name stem such as 'CDs_and_Vinyl', got {category!r}")
+    check_choice(dataset_name, "source", source, ("auto", "ratings", "reviews"))
+    check_choice(dataset_name, "columns", columns, ("auto", "user,item", "item,user"))
+    check_choice(dataset_name, "duplicates", duplicates, DUPLICATE_POLICIES)
     rating_names = _names(category, (".csv",)) + _names(f"ratings_{category}", (".csv",))
     review_names = _names(f"{category}_5", (".json", ".jsonl")) + _names(f"reviews_{category}_5", (".json", ".jsonl"))
     meta_names = _names(f"meta_{category}", (".json", ".jsonl"))
@@ -77,16 +92,14 @@ def load_amazon(
     reviews = find_file(folders, review_names) if source != "ratings" and ratings is None else None
     meta: dict[str, Any] = {"files": [str(ratings or reviews)]}
     if ratings is not None:
-        inter, meta["columns"] = _read_ratings(ratings, columns)
+        (inter, meta["repeated_pairs_dropped"]), meta["columns"] = _read_ratings(ratings, columns, duplicates)
         meta["source"] = "ratings"
     elif reviews is not None:
-        inter = _read_reviews(reviews)
+        inter, meta["repeated_pairs_dropped"] = _read_reviews(reviews, duplicates)
         meta["source"] = "reviews"
     else:
         wanted = (rating_names if source != "reviews" else []) + (review_names if source != "ratings" else [])
         raise DatasetNotFoundError(dataset_name, [Path(data_dir) / n for n in wanted])
-    inter["timestamp"] = np.where(inter["timestamp"] >= _MS_TIMESTAMP, inter["timestamp"] // 1000, inter["timestamp"])
-    inter, meta["repeated_pairs_dropped"] = drop_repeated_pairs(inter)
 
     items = pd.DataFrame({"item_id": pd.Series([], dtype=str)})
     meta_path = find_file(folders, meta_names)
@@ -96,7 +109,7 @@ def load_amazon(
     return build_dataset(dataset_name, items, pd.DataFrame({"user_id": pd.Series([], dtype=str)}), inter, meta)
 
 
-def _read_ratings(path: Path, columns: str) -> tuple[pd.DataFrame, str]:
+def _read_ratings(path: Path, columns: str, duplicates: str) -> tuple[tuple[pd.DataFrame, int], str]:
     text = read_text(path)
     first = next((line for line in split_lines(text) if line.strip()), "")
     if first.startswith("user_id,"):
@@ -104,15 +117,15 @@ def _read_ratings(path: Path, columns: str) -> tuple[pd.DataFrame, str]:
         item = next((f for f in _HEADER_ITEM_FIELDS if f in header), None)
         if item is None or "rating" not in header or "timestamp" not in header:
             raise DataFormatError(path, 1, None, "a header with user_id, parent_asin (or asin), rating and timestamp", first)
-        table = read_delimited(path, ",", header, skip_lines=1, text=text, numeric=["rating", "timestamp"])
+        table = read_delimited(path, ",", header, skip_lines=1, text=text, numeric=["rating"])
         user, order = "user_id", "header"
     else:
-        table = read_delimited(path, ",", ["col1", "col2", "rating", "timestamp"], text=text, numeric=["rating", "timestamp"])
+        table = read_delimited(path, ",", ["col1", "col2", "rating", "timestamp"], text=text, numeric=["rating"])
         order = _column_order(table) if columns == "auto" else columns
         user, item = ("col1", "col2") if order == "user,item" else ("col2", "col1")
         table = dataclasses.replace(table, frame=table.frame.rename(columns={user: "user", item: "item"}))
         user, item = "user", "item"
-    return _interactions(table, user, item, "rating", "timestamp"), order
+    return _interactions(table, user, item, "rating", "timestamp", duplicates), order
 
 
 def _column_order(table: Table) -> str:
@@ -122,29 +135,35 @@ def _column_order(table: Table) -> str:
     return "item,user" if asin_share[0] > asin_share[1] else "user,item"
 
 
-def _interactions(table: Table, user: str, item: str, rating: str, timestamp: str) -> pd.DataFrame:
-    return pd.DataFrame(
+def _interactions(table: Table, user: str, item: str, rating: str, timestamp: str, duplicates: str) -> tuple[pd.DataFrame, int]:
+    """Validated interactions (timestamps in seconds) and how many repeated pairs were dropped."""
+    table.require_rows("rating")
+    times = table.integers(timestamp, "a Unix timestamp (non-negative integer)", lo=0)
+    inter = pd.DataFrame(
         {
             "user_id": table.strings(user, "a user id").to_numpy(),
             "item_id": table.strings(item, "an item id (ASIN)").to_numpy(),
             "rating": table.numbers(rating, "a rating 1-5", lo=1, hi=5),
-            "timestamp": table.integers(timestamp, "a Unix timestamp (non-negative integer)", lo=0),
+            "timestamp": np.where(times >= _MS_TIMESTAMP, times // 1000, times),
         }
     )
+    return repeated_pairs(inter, table, user, item, duplicates)
 
 
-def _read_reviews(path: Path) -> pd.DataFrame:
+def _read_reviews(path: Path, duplicates: str) -> tuple[pd.DataFrame, int]:
     rows: dict[str, list] = {key: [] for key in REVIEW_KEYS}
     lines: list[int] = []
     for line, record in iter_json_lines(path):
         for key in REVIEW_KEYS:
             if key not in record:
                 raise DataFormatError(path, line, key, f"a JSON object with keys {', '.join(REVIEW_KEYS)}")
+            if key in ("reviewerID", "asin") and not isinstance(record[key], str):
+                raise DataFormatError(path, line, key, "a string id", record[key])
             rows[key].append(record[key])
         lines.append(line)
     frame = pd.DataFrame({k: pd.Series(v, dtype=object).astype(str) for k, v in rows.items()})
     table = Table(path, frame, np.asarray(lines, dtype=np.int64))
-    return _interactions(table, "reviewerID", "asin", "overall", "unixReviewTime")
+    return _interactions(table, "reviewerID", "asin", "overall", "unixReviewTime", duplicates)
 
 
 def _read_metadata(path: Path, wanted: set[str]) -> pd.DataFrame:

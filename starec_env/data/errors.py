@@ -63,6 +63,20 @@ class PreprocessError(ValueError):
     """Preprocessing settings that cannot be applied to this dataset (e.g. a k-core that empties it)."""
 
 
+class DataOptionError(ValueError):
+    """A loader option that does not exist or has a value the loader cannot use.
+
+    The message names the dataset, the option and what it accepts; options
+    come from user configs (``[data.options]``), so this is a user error.
+    """
+
+
+def check_choice(dataset: str, option: str, value: Any, allowed: Sequence[str]) -> None:
+    """Refuse a loader option outside its vocabulary, naming dataset, option and choices."""
+    if value not in allowed:
+        raise DataOptionError(f"dataset {dataset!r} option {option}: expected one of {list(allowed)}, got {value!r}")
+
+
 def _short(value: Any, limit: int = 80) -> Any:
     """Clip long offending values (a whole JSON line) so messages stay readable."""
     if isinstance(value, str) and len(value) > limit:

@@ -6,6 +6,7 @@ results can be traced back to the source files.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -15,6 +16,9 @@ import pandas as pd
 ITEM_COLUMNS = ("item_id", "title", "genres", "year", "description")
 USER_COLUMNS = ("user_id", "age", "gender", "occupation")
 INTERACTION_COLUMNS = ("user", "item", "rating", "timestamp")
+#: ``meta`` entries that count what a loader changed or filled in (reported with the summary).
+LOADER_COUNTS = ("repeated_pairs_dropped", "ratings_rescaled", "placeholder_items", "placeholder_users")
+log = logging.getLogger("starec_env.data")
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,7 @@ class Dataset:
             "interactions": n,
             "density": n / max(1, self.n_users * self.n_items),
             "mean_rating": float(self.rating_arr.mean()) if n else float("nan"),
+            "loader": {k: self.meta[k] for k in LOADER_COUNTS if k in self.meta},
         }
 
 
@@ -164,9 +169,11 @@ def build_dataset(
     ``interactions`` must carry raw ``user_id`` / ``item_id`` columns (str) and
     ``rating`` / ``timestamp``. Interactions whose item or user is unknown to
     the metadata tables get a placeholder row (many real dumps are
-    incomplete); items/users without interactions are dropped. Missing
-    optional columns are filled with "unknown" values.
+    incomplete), counted in ``meta["placeholder_items"]`` / ``["placeholder_users"]``
+    and logged when a table was given; items/users without interactions are
+    dropped. Missing optional columns are filled with "unknown" values.
     """
+    meta = dict(meta or {})
     inter = interactions.copy()
     inter["user_id"] = inter["user_id"].astype(str)
     inter["item_id"] = inter["item_id"].astype(str)
@@ -181,10 +188,14 @@ def build_dataset(
     used_items = pd.Index(inter["item_id"].unique())
     used_users = pd.Index(inter["user_id"].unique())
     missing_items = used_items.difference(pd.Index(items["item_id"]))
+    missing_users = used_users.difference(pd.Index(users["user_id"]))
+    meta["placeholder_items"], meta["placeholder_users"] = len(missing_items), len(missing_users)
+    for what, missing, table in (("items", missing_items, items), ("users", missing_users, users)):
+        if len(missing) and len(table):
+            log.warning("%s: %d rated %s are missing from its %s table and get placeholders", name, len(missing), what, what[:-1])
     if len(missing_items):
         extra = pd.DataFrame({"item_id": missing_items, "title": [f"Item {i}" for i in missing_items]})
         items = pd.concat([items, _with_defaults(extra, ITEM_COLUMNS, {"genres": (), "year": 0, "description": ""})])
-    missing_users = used_users.difference(pd.Index(users["user_id"]))
     if len(missing_users):
         extra = pd.DataFrame({"user_id": missing_users})
         users = pd.concat([users, _with_defaults(extra, USER_COLUMNS, {"age": 0, "gender": "", "occupation": ""})])
@@ -208,7 +219,7 @@ def build_dataset(
         }
     )
     out = out.sort_values(["user", "timestamp", "item"], kind="stable").reset_index(drop=True)
-    return Dataset(name, items[list(ITEM_COLUMNS)], users[list(USER_COLUMNS)], out, dict(meta or {}))
+    return Dataset(name, items[list(ITEM_COLUMNS)], users[list(USER_COLUMNS)], out, meta)
 
 
 def _with_defaults(frame: pd.DataFrame, columns: tuple[str, ...], defaults: dict) -> pd.DataFrame:

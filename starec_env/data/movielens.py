@@ -13,6 +13,11 @@ Official formats, as documented in each release's README:
 
 Titles lose their trailing "(1995)", which becomes the year when the file
 has no release date; the "unknown" genre is dropped (it means "none").
+Ids are exact integers ("07" is movie 7; "1e3" is refused). Every rated
+movie (and user, when the users file is there) must be listed in its file;
+a (user, movie) pair rated twice is refused unless ``duplicates="latest"``
+(each pair's latest rating is kept and the dropped rows are counted in
+``meta["repeated_pairs_dropped"]``). Empty files are refused.
 MovieLens data may not be redistributed: nothing here ships it.
 """
 from __future__ import annotations
@@ -24,10 +29,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from starec_env.data.errors import DatasetNotFoundError
+from starec_env.data.errors import DatasetNotFoundError, check_choice
 from starec_env.data.model import Dataset, build_dataset
 from starec_env.data.recbole import load_recbole
-from starec_env.data.tables import Table, find_file, read_delimited
+from starec_env.data.tables import DUPLICATE_POLICIES, Table, find_file, read_delimited, repeated_pairs
 
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
@@ -60,38 +65,42 @@ def recbole_ml100k_dir() -> Path | None:
     return None
 
 
-def load_ml100k(data_dir: Path | None = None) -> Dataset:
+def load_ml100k(data_dir: Path | None = None, *, duplicates: str = "error") -> Dataset:
     """ML-100K from official files in ``data_dir`` (or ``data_dir/ml-100k``), its
     RecBole atomic copy there, or, without ``data_dir``, RecBole's installed copy."""
+    check_choice("ml-100k", "duplicates", duplicates, DUPLICATE_POLICIES)
     if data_dir is None:
         folder = recbole_ml100k_dir()
         if folder is None:
             raise DatasetNotFoundError("ml-100k", ["<site-packages>/recbole/dataset_example/ml-100k/ml-100k.inter"], _INSTALL_HINT)
-        return load_recbole(folder, atomic_name="ml-100k", dataset_name="ml-100k")
+        return load_recbole(folder, atomic_name="ml-100k", dataset_name="ml-100k", duplicates=duplicates)
     folders = [Path(data_dir), Path(data_dir) / "ml-100k"]
     official = find_file(folders, ["u.data"])
     if official is not None:
-        return _load_ml100k_official(official.parent)
+        return _load_ml100k_official(official.parent, duplicates)
     atomic = find_file(folders, ["ml-100k.inter"])
     if atomic is not None:
-        return load_recbole(atomic.parent, atomic_name="ml-100k", dataset_name="ml-100k")
+        return load_recbole(atomic.parent, atomic_name="ml-100k", dataset_name="ml-100k", duplicates=duplicates)
     raise DatasetNotFoundError("ml-100k", [f / n for f in folders for n in ("u.data", "ml-100k.inter")], _INSTALL_HINT)
 
 
-def _load_ml100k_official(folder: Path) -> Dataset:
+def _load_ml100k_official(folder: Path, duplicates: str) -> Dataset:
     fields = ["user id", "item id", "rating", "timestamp"]
-    data = read_delimited(folder / "u.data", "\t", fields, numeric=fields)
+    data = read_delimited(folder / "u.data", "\t", fields, integer=fields)
     inter = _ratings(data, "user id", "item id", "rating", "timestamp")
 
     item_path = _required(folder, "u.item", "ml-100k")
     flags = [f"genre {g}" for g in ML100K_GENRES]
-    table = read_delimited(item_path, "|", ["movie id", "movie title", "release date", "video release date", "IMDb URL", *flags], encoding="latin-1", numeric=["movie id"])
-    table.unique("movie id")
+    table = read_delimited(item_path, "|", ["movie id", "movie title", "release date", "video release date", "IMDb URL", *flags], encoding="latin-1")
+    table.require_rows("movie")
+    item_ids = _ids(table, "movie id")
+    table.unique("movie id", item_ids)
+    data.known("item id", inter["item_id"].to_numpy(), item_ids, item_path)
     flag_matrix = np.stack([table.choice(f, ("0", "1"), "a genre flag 0 or 1").to_numpy() == "1" for f in flags], axis=1)
     titles, title_years = _split_titles(table.frame["movie title"])
     items = pd.DataFrame(
         {
-            "item_id": _ids(table, "movie id"),
+            "item_id": item_ids,
             "title": titles,
             "genres": [tuple(g for g, on in zip(ML100K_GENRES[1:], row[1:]) if on) for row in flag_matrix],
             "year": np.where((dates := _release_years(table)) > 0, dates, title_years),
@@ -101,16 +110,19 @@ def _load_ml100k_official(folder: Path) -> Dataset:
     users = pd.DataFrame({"user_id": pd.Series([], dtype=str)})
     files = [str(folder / "u.data"), str(item_path)]
     if (folder / "u.user").is_file():
-        table = read_delimited(folder / "u.user", "|", ["user id", "age", "gender", "occupation", "zip code"], encoding="latin-1", numeric=["user id", "age"])
+        table = read_delimited(folder / "u.user", "|", ["user id", "age", "gender", "occupation", "zip code"], encoding="latin-1")
         users = _users(table, "user id", "gender")
+        data.known("user id", inter["user_id"].to_numpy(), users["user_id"].to_numpy(), table.path)
         users["age"] = table.integers("age", "an age in years (integer 0-120)", lo=0, hi=120)
         users["occupation"] = table.strings("occupation", "an occupation name").to_numpy()
         files.append(str(folder / "u.user"))
-    return build_dataset("ml-100k", items, users, inter, {"source": "official", "files": files})
+    inter, dropped = repeated_pairs(inter, data, "user id", "item id", duplicates)
+    return build_dataset("ml-100k", items, users, inter, {"source": "official", "files": files, "repeated_pairs_dropped": dropped})
 
 
-def load_ml1m(data_dir: Path | None = None) -> Dataset:
+def load_ml1m(data_dir: Path | None = None, *, duplicates: str = "error") -> Dataset:
     """ML-1M from the official ``::``-separated files in ``data_dir`` (or ``data_dir/ml-1m``)."""
+    check_choice("ml-1m", "duplicates", duplicates, DUPLICATE_POLICIES)
     if data_dir is None:
         raise DatasetNotFoundError(
             "ml-1m", ["<data_dir>/ratings.dat"],
@@ -122,17 +134,20 @@ def load_ml1m(data_dir: Path | None = None) -> Dataset:
         raise DatasetNotFoundError("ml-1m", [f / "ratings.dat" for f in folders])
     folder = found.parent
     fields = ["UserID", "MovieID", "Rating", "Timestamp"]
-    data = read_delimited(found, "::", fields, encoding="latin-1", numeric=fields)
+    data = read_delimited(found, "::", fields, encoding="latin-1", integer=fields)
     inter = _ratings(data, "UserID", "MovieID", "Rating", "Timestamp")
 
     movie_path = _required(folder, "movies.dat", "ml-1m")
-    table = read_delimited(movie_path, "::", ["MovieID", "Title", "Genres"], encoding="latin-1", numeric=["MovieID"])
-    table.unique("MovieID")
+    table = read_delimited(movie_path, "::", ["MovieID", "Title", "Genres"], encoding="latin-1")
+    table.require_rows("movie")
+    item_ids = _ids(table, "MovieID")
+    table.unique("MovieID", item_ids)
+    data.known("MovieID", inter["item_id"].to_numpy(), item_ids, movie_path)
     titles, years = _split_titles(table.strings("Title", "a movie title"))
     genres = table.strings("Genres", "'|'-separated genre names")
     items = pd.DataFrame(
         {
-            "item_id": _ids(table, "MovieID"),
+            "item_id": item_ids,
             "title": titles,
             "genres": [tuple(g for g in value.split("|") if g and g != "(no genres listed)") for value in genres],
             "year": years,
@@ -142,13 +157,15 @@ def load_ml1m(data_dir: Path | None = None) -> Dataset:
     users = pd.DataFrame({"user_id": pd.Series([], dtype=str)})
     files = [str(found), str(movie_path)]
     if (folder / "users.dat").is_file():
-        table = read_delimited(folder / "users.dat", "::", ["UserID", "Gender", "Age", "Occupation", "Zip-code"], encoding="latin-1", numeric=["UserID", "Occupation"])
+        table = read_delimited(folder / "users.dat", "::", ["UserID", "Gender", "Age", "Occupation", "Zip-code"], encoding="latin-1")
         users = _users(table, "UserID", "Gender")
+        data.known("UserID", inter["user_id"].to_numpy(), users["user_id"].to_numpy(), table.path)
         users["age"] = table.choice("Age", [str(a) for a in ML1M_AGES], f"an age code, one of {ML1M_AGES}").astype(int).to_numpy()
         codes = table.integers("Occupation", f"an occupation code 0-{len(ML1M_OCCUPATIONS) - 1}", lo=0, hi=len(ML1M_OCCUPATIONS) - 1)
         users["occupation"] = np.asarray(ML1M_OCCUPATIONS, dtype=object)[codes]
         files.append(str(folder / "users.dat"))
-    return build_dataset("ml-1m", items, users, inter, {"source": "official", "files": files})
+    inter, dropped = repeated_pairs(inter, data, "UserID", "MovieID", duplicates)
+    return build_dataset("ml-1m", items, users, inter, {"source": "official", "files": files, "repeated_pairs_dropped": dropped})
 
 
 def _required(folder: Path, name: str, dataset: str) -> Path:
@@ -159,7 +176,8 @@ def _required(folder: Path, name: str, dataset: str) -> Path:
 
 
 def _ratings(table: Table, user: str, item: str, rating: str, timestamp: str) -> pd.DataFrame:
-    """Validated interactions of an official MovieLens ratings file."""
+    """Validated interactions of an official MovieLens ratings file (repeats not yet handled)."""
+    table.require_rows("rating")
     return pd.DataFrame(
         {
             "user_id": _ids(table, user),
@@ -171,14 +189,14 @@ def _ratings(table: Table, user: str, item: str, rating: str, timestamp: str) ->
 
 
 def _users(table: Table, user: str, gender: str) -> pd.DataFrame:
-    table.unique(user)
-    return pd.DataFrame(
-        {"user_id": _ids(table, user), "gender": table.choice(gender, ("M", "F"), "gender M or F").to_numpy()}
-    )
+    table.require_rows("user")
+    user_ids = _ids(table, user)
+    table.unique(user, user_ids)
+    return pd.DataFrame({"user_id": user_ids, "gender": table.choice(gender, ("M", "F"), "gender M or F").to_numpy()})
 
 
 def _ids(table: Table, field: str) -> np.ndarray:
-    """MovieLens ids are positive integers; as numbers they join across files ("7" == "07")."""
+    """MovieLens ids are positive integers, exact as ints ("7" == "07"; "1e3" is not one)."""
     return table.integers(field, f"a positive integer {field}", lo=1)
 
 

@@ -6,6 +6,7 @@ stored in ``ds.meta["preprocess"]`` so every layer reads the same values.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
@@ -29,19 +30,25 @@ class PreprocessConfig:
     max_users: int | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.kcore, int) or self.kcore < 0:
+        if not _is_int(self.kcore) or self.kcore < 0:
             raise ValueError(f"PreprocessConfig.kcore: expected an integer >= 0, got {self.kcore!r}")
-        if not isinstance(self.max_history, int) or self.max_history < 1:
+        if not _is_int(self.max_history) or self.max_history < 1:
             raise ValueError(f"PreprocessConfig.max_history: expected an integer >= 1, got {self.max_history!r}")
-        if not isinstance(self.positive_threshold, (int, float)):
-            raise ValueError(f"PreprocessConfig.positive_threshold: expected a number, got {self.positive_threshold!r}")
-        if self.max_users is not None and (not isinstance(self.max_users, int) or self.max_users < 1):
+        threshold = self.positive_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+            raise ValueError(f"PreprocessConfig.positive_threshold: expected a finite number, got {threshold!r}")
+        if self.max_users is not None and (not _is_int(self.max_users) or self.max_users < 1):
             raise ValueError(f"PreprocessConfig.max_users: expected an integer >= 1 or None, got {self.max_users!r}")
 
     @classmethod
     def from_dict(cls, values: Mapping[str, Any]) -> "PreprocessConfig":
         """Build from a TOML table, refusing unknown keys (a typo must not be silently ignored)."""
         return config_from_dict(cls, values, "preprocess")
+
+
+def _is_int(value: Any) -> bool:
+    """An integer that is not a bool (TOML's ``true`` must not pass as 1)."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def kcore_rows(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:

@@ -182,6 +182,11 @@ class SyntheticConfig:
             raise ValueError(f"SyntheticConfig.rating_hist: expected 5 non-negative shares, got {self.rating_hist}")
         if self.min_history >= self.n_items:
             raise ValueError(f"SyntheticConfig.min_history ({self.min_history}) must be < n_items ({self.n_items})")
+        for name in ("temperature", "median_extra_history", "chunk_users", "max_history"):
+            if getattr(self, name) is not None and not getattr(self, name) > 0:
+                raise ValueError(f"SyntheticConfig.{name}: expected a positive value, got {getattr(self, name)!r}")
+        if len(self.year_range) != 2 or self.year_range[0] > self.year_range[1]:
+            raise ValueError(f"SyntheticConfig.year_range: expected (first, last) with first <= last, got {self.year_range!r}")
 
 
 @dataclass

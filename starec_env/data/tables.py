@@ -6,12 +6,17 @@ line by line for the right number of fields (vectorised with numpy), then
 parsed by pandas' C engine (numeric fields straight to float64 when they all
 parse), and every typed column is validated here, mapping the first bad row
 back to its line number and quoting the value as the file spells it.
+Integer fields (ids, timestamps) are parsed exactly, never through float64
+(a float merges ids above 2**53 and turns 1e20 into INT64_MIN): by the C
+engine as int64 when the file holds nothing but digits, signs and
+separators (MovieLens ratings), else from their text.
 """
 from __future__ import annotations
 
 import csv
 import gzip
 import io
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,17 @@ import pandas as pd
 from starec_env.data.errors import DataFormatError
 
 _YEAR = re.compile(r"\b(1[89]\d\d|20\d\d)\b")
+_INT64 = np.iinfo(np.int64)
+#: Largest magnitude below which every integer is exact in float64.
+_FLOAT_EXACT = 2.0**53
+#: Stand-ins for a multi-character separator (pandas' C engine wants one character).
+_SEP_STAND_INS = tuple(chr(c) for c in (9, *range(0x1F, 0, -1), 0x7F) if chr(c) not in "\n\r")
+#: Bytes of a file whose integer fields the C engine may parse as int64 directly.
+_PLAIN_BYTES = np.zeros(256, dtype=bool)
+_PLAIN_BYTES[list(b"0123456789+-\n")] = True
+#: What a loader may do with a (user, item) pair listed twice: refuse the file, or keep the latest row.
+DUPLICATE_POLICIES = ("error", "latest")
+log = logging.getLogger("starec_env.data")
 
 
 @dataclass(frozen=True)
@@ -30,7 +46,8 @@ class Table:
     """A parsed text table plus where each row came from.
 
     ``frame`` holds float64 columns for the fields declared numeric (when they
-    all parsed) and str columns otherwise; ``lines`` the 1-based line number
+    all parsed), int64 columns for the fields declared integer (when the file
+    is plain digits) and str columns otherwise; ``lines`` the 1-based line number
     of every row. The raw bytes are kept so an error can quote a value exactly
     as the file spells it.
     """
@@ -57,30 +74,53 @@ class Table:
         return line.split(self.sep)[list(self.frame.columns).index(field)]
 
     def strings(self, field: str, expected: str = "a non-empty value") -> pd.Series:
-        """The column as str, refusing empty values (ids, titles)."""
+        """The column as str, refusing empty or blank values (ids, titles)."""
         col = self.frame[field]
-        empty = (col == "").to_numpy(dtype=bool)
+        empty = (col.astype(str).str.strip() == "").to_numpy(dtype=bool)
         if empty.any():
             self.fail(int(np.argmax(empty)), field, expected)
         return col
 
-    def numbers(
-        self,
-        field: str,
-        expected: str,
-        lo: float | None = None,
-        hi: float | None = None,
-        integer: bool = False,
-    ) -> np.ndarray:
-        """The column as float64; any non-number, fraction (if ``integer``) or out-of-range value fails."""
+    def numbers(self, field: str, expected: str, lo: float | None = None, hi: float | None = None) -> np.ndarray:
+        """The column as float64; any non-number, infinity or out-of-range value fails."""
         col = self.frame[field]
         if col.dtype == np.float64:
             values = col.to_numpy()
         else:
             values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        ok = np.isfinite(values)
-        if integer:
-            ok &= np.floor(values) == values
+        return self._within(field, expected, values, np.isfinite(values), lo, hi)
+
+    def integers(
+        self, field: str, expected: str, lo: int | None = None, hi: int | None = None, fractions: bool = False
+    ) -> np.ndarray:
+        """The column as exact int64 (declare it integer, never numeric, when reading).
+
+        "1e3", "7.0" or a value beyond int64 is not an integer. ``fractions``
+        (RecBole's float-typed timestamps) floors decimal numbers whose
+        magnitude is at most 2**53, where float64 is still exact.
+        """
+        col = self.frame[field]
+        if col.dtype == np.int64:  # the C engine parsed a file of plain digits: exact already
+            return self._within(field, expected, col.to_numpy(), np.ones(len(col), dtype=bool), lo, hi)
+        text = col.astype(str)
+        values = np.zeros(len(text), dtype=np.int64)
+        ok = text.str.fullmatch(r"[+-]?[0-9]{1,18}").to_numpy(dtype=bool, copy=True)  # always within int64
+        values[ok] = text[ok].to_numpy().astype(np.int64)
+        longer = np.flatnonzero(~ok)[text[~ok].str.fullmatch(r"[+-]?[0-9]+").to_numpy(dtype=bool)] if not ok.all() else []
+        for row in longer:  # rare: 19+ digits, in range or not
+            value = int(text.iat[row])
+            if _INT64.min <= value <= _INT64.max:
+                values[row], ok[row] = value, True
+        if fractions and not ok.all():
+            rest = np.flatnonzero(~ok)
+            floats = pd.to_numeric(text.iloc[rest], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            exact = np.isfinite(floats) & (np.abs(floats) <= _FLOAT_EXACT)
+            values[rest[exact]] = np.floor(floats[exact]).astype(np.int64)
+            ok[rest[exact]] = True
+        return self._within(field, expected, values, ok, lo, hi)
+
+    def _within(self, field: str, expected: str, values: np.ndarray, ok: np.ndarray, lo: float | None, hi: float | None) -> np.ndarray:
+        """``values``, after failing at the first row that did not parse (``ok`` False) or lies outside [lo, hi]."""
         if lo is not None:
             ok &= values >= lo
         if hi is not None:
@@ -89,8 +129,11 @@ class Table:
             self.fail(int(np.argmin(ok)), field, expected)
         return values
 
-    def integers(self, field: str, expected: str, lo: float | None = None, hi: float | None = None) -> np.ndarray:
-        return self.numbers(field, expected, lo, hi, integer=True).astype(np.int64)
+    def require_rows(self, what: str) -> None:
+        """Refuse a file without data rows: an empty dataset would fail later, naming no file."""
+        if not len(self.frame):
+            got = "an empty file" if not self.raw.strip() else "no data lines"
+            raise DataFormatError(self.path, None, None, f"at least one {what} line", got)
 
     def choice(self, field: str, allowed: Collection[str], expected: str) -> pd.Series:
         """The column, restricted to a fixed vocabulary (gender codes, 0/1 flags)."""
@@ -100,14 +143,23 @@ class Table:
             self.fail(int(np.argmin(ok)), field, expected)
         return col
 
-    def unique(self, field: str) -> None:
-        """Refuse a repeated id: a catalogue listing one id twice is ambiguous."""
-        col = self.frame[field].astype(str)
+    def unique(self, field: str, values: np.ndarray | None = None) -> None:
+        """Refuse a repeated id: a catalogue listing one id twice is ambiguous.
+
+        ``values`` are the parsed ids when they compare as numbers ("7" == "07").
+        """
+        col = pd.Series(values) if values is not None else self.frame[field].astype(str)
         dup = col.duplicated().to_numpy()
         if dup.any():
             row = int(np.argmax(dup))
             first = int(np.argmax((col == col.iat[row]).to_numpy()))
             self.fail(row, field, f"a unique id (already on line {int(self.lines[first])})")
+
+    def known(self, field: str, values: np.ndarray, catalogue: np.ndarray, where: Path) -> None:
+        """Refuse a reference (a rated item) that the file ``where`` does not list."""
+        missing = ~np.isin(values, catalogue)
+        if missing.any():
+            self.fail(int(np.argmax(missing)), field, f"an id listed in {where.name}")
 
 
 def read_text(path: Path, encoding: str = "utf-8") -> str:
@@ -141,6 +193,7 @@ def read_delimited(
     skip_lines: int = 0,
     text: str | None = None,
     numeric: Collection[str] = (),
+    integer: Collection[str] = (),
 ) -> Table:
     """Parse a delimited file whose every non-empty line has exactly ``fields``.
 
@@ -148,8 +201,8 @@ def read_delimited(
     those of the file. Empty lines are tolerated and skipped. Values are never
     unquoted: official MovieLens titles contain bare quote characters.
     ``numeric`` fields are parsed as float64 by pandas' C engine when they
-    all can be; otherwise every field stays text and validation locates the
-    culprit.
+    all can be, ``integer`` fields as int64 when the file is plain digits;
+    otherwise every field stays text and validation locates the culprit.
     """
     fields = list(fields)
     if text is None:
@@ -157,7 +210,9 @@ def read_delimited(
     text = text.replace("\r\n", "\n")
     shown_sep = sep
     if len(sep) > 1:  # pandas' C engine wants one character; any unused one will do
-        single = next(c for c in ("\t", "\x1f", "\x1e", "\x1d") if c not in text)
+        single = next((c for c in _SEP_STAND_INS if c not in text), None)
+        if single is None:
+            raise DataFormatError(path, None, None, "text without control characters (every one of them appears)")
         text, sep = text.replace(sep, single), single
     raw = text.encode("utf-8")
     buf = np.frombuffer(raw, dtype=np.uint8)
@@ -183,26 +238,36 @@ def read_delimited(
         )
     starts, ends, numbers = starts[nonblank], ends[nonblank], numbers[nonblank]
     body = raw[starts[0] :] if len(starts) else b""
+    types: dict[str, type] = {f: np.float64 for f in numeric}
+    if integer and _plain_digits(body, sep):
+        types |= {f: np.int64 for f in integer}
     try:
-        frame = _parse(body, sep, fields, numeric)
-    except ValueError:  # a numeric field holds text: keep strings, let validation point at it
-        frame = _parse(body, sep, fields, ())
+        frame = _parse(body, sep, fields, types)
+    except (ValueError, OverflowError):  # a typed field holds text or a huge number: keep strings, let validation point at it
+        frame = _parse(body, sep, fields, {})
     if len(frame) != len(starts):  # never silently misalign rows and line numbers
         raise DataFormatError(path, None, None, f"one row per non-empty line ({len(starts)}), pandas read {len(frame)}")
     return Table(path, frame, numbers, raw, starts, ends, sep)
 
 
-def _parse(body: bytes, sep: str, fields: list[str], numeric: Collection[str]) -> pd.DataFrame:
+def _plain_digits(body: bytes, sep: str) -> bool:
+    """Whether ``body`` holds only digits, signs, ``sep`` and line breaks (no "1e3", no "7.0")."""
+    allowed = _PLAIN_BYTES.copy()
+    allowed[ord(sep)] = True
+    return bool(allowed[np.frombuffer(body, dtype=np.uint8)].all())
+
+
+def _parse(body: bytes, sep: str, fields: list[str], types: dict[str, type]) -> pd.DataFrame:
     if not body:
-        return pd.DataFrame({f: pd.Series([], dtype=np.float64 if f in numeric else object) for f in fields})
+        return pd.DataFrame({f: pd.Series([], dtype=types.get(f, object)) for f in fields})
     return pd.read_csv(
         io.BytesIO(body),
         sep=sep,
         header=None,
         names=fields,
-        dtype={f: (np.float64 if f in numeric else object) for f in fields},
+        dtype={f: types.get(f, object) for f in fields},
         keep_default_na=False,
-        na_values={f: [""] for f in numeric},
+        na_values={f: [""] for f, kind in types.items() if kind is np.float64},
         quoting=csv.QUOTE_NONE,
         index_col=False,
         engine="c",
@@ -227,19 +292,37 @@ def year_from_text(value: object) -> int:
     return int(match.group(1)) if match else 0
 
 
-def drop_repeated_pairs(inter: pd.DataFrame) -> tuple[pd.DataFrame, int]:
-    """Keep each (user, item) pair's latest interaction.
+def repeated_pairs(
+    inter: pd.DataFrame, table: Table, user: str, item: str, policy: str
+) -> tuple[pd.DataFrame, int]:
+    """Apply a loader's ``duplicates`` policy to (user, item) pairs listed twice.
 
-    Some dumps (Amazon) list a pair twice; the simulator assumes an item is
-    consumed once, so repeats would leak targets into histories.
+    The simulator assumes an item is consumed once, so repeats would leak
+    targets into histories. ``"error"`` refuses the file at the repeated
+    row (``user`` and ``item`` name the file's fields for the message);
+    ``"latest"`` keeps each pair's latest interaction (ties: the
+    last in the file) and logs how many rows it dropped. Rows of ``inter``
+    are the rows of ``table``, in order.
     """
     users = pd.factorize(inter["user_id"])[0].astype(np.int64)
     items, item_vocab = pd.factorize(inter["item_id"])
     keys = users * max(1, len(item_vocab)) + items
+    repeated = pd.Series(keys).duplicated().to_numpy()
+    if not repeated.any():
+        return inter, 0
+    if policy == "error":
+        row = int(np.argmax(repeated))
+        first = int(np.argmax(keys == keys[row]))
+        raise DataFormatError(
+            table.path, int(table.lines[row]), item,
+            f"each ({user}, {item}) pair once (this pair is already on line {int(table.lines[first])}); "
+            "the loader option duplicates='latest' keeps each pair's latest interaction",
+            f"{user} {inter['user_id'].iat[row]}, {item} {inter['item_id'].iat[row]}",
+        )  # fmt: skip
     order = np.lexsort((inter["timestamp"].to_numpy(), keys))  # by pair, then time; ties keep file order
     last_of_pair = np.append(keys[order][1:] != keys[order][:-1], True)
-    if last_of_pair.all():
-        return inter, 0
     keep = np.zeros(len(inter), dtype=bool)
     keep[order[last_of_pair]] = True
-    return inter[keep], int(len(inter) - keep.sum())
+    dropped = int(len(inter) - keep.sum())
+    log.warning("%s: dropped %d repeated (user, item) rows, keeping each pair's latest (duplicates='latest')", table.path, dropped)
+    return inter[keep], dropped
