@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from policies.llm.judge import JudgeConfig
+from policies.llm.warmup import WarmupConfig
 from policies.options import PolicyOptionError, check_types
 from policies.registry import DEFAULT_POLICIES, available, check_policy_options, is_llm_policy, load_factory
 from reward.shaping import RewardConfig
@@ -39,8 +41,9 @@ __all__ = [
 PRESET_DIR = Path(__file__).resolve().parent / "configs" / "presets"
 #: Result rows backed by the training stages: row name -> model folder under ``out``
 #: (``teacher`` is the distillation teacher itself, no folder).
-TRAINED_ROWS = {"starec": "rl", "starec-sft": "sft", "starec-rl-only": "rl-only", "starec-noreflect": "rl", "teacher": None}
-RANKINGS = ("score", "generate", "slow", "adaptive")
+TRAINED_ROWS = {"starec": "rl", "starec-sft": "sft", "starec-rl-only": "rl-only", "starec-noreflect": "rl",
+                "starec-base": "base", "teacher": None}
+RANKINGS = ("judge", "score", "generate", "slow", "adaptive")
 
 
 class ConfigError(ValueError):
@@ -95,9 +98,10 @@ class OnlineSection:
 class ModelSection:
     """The student: ``name`` is "smollm2-135m", "tiny", a local folder or a hub id.
 
-    ``ranking`` is how trained students rank when evaluated (``score``: the
-    no-generation scoring path; ``generate``, ``slow``, ``adaptive``: see
-    :mod:`policies.llm.agents`); ``batch_size`` bounds LLM inference batches;
+    ``ranking`` is how trained students rank when evaluated (``judge``: the
+    judgement slots they are trained on; ``score``, ``generate``, ``slow``,
+    ``adaptive``: see :mod:`policies.llm.agents`); ``batch_size`` bounds LLM
+    inference batches;
     ``max_new_tokens*`` (None = the agents' defaults) bound generated
     rankings and reflections of every LLM row. ``precision`` is the
     training arithmetic: "bf16" autocast, "fp32", or "auto" (bf16 on a GPU
@@ -108,7 +112,7 @@ class ModelSection:
     name: str = "smollm2-135m"
     dtype: str | None = None
     batch_size: int = 16
-    ranking: str = "score"
+    ranking: str = "judge"
     max_new_tokens: int | None = None
     max_new_tokens_reflect: int | None = None
     precision: str = "auto"
@@ -129,21 +133,34 @@ class PromptSection:
 
 @dataclass
 class DistillSection:
-    """Stage 1: teacher traces -> filter / rethink -> TRL SFT.
+    """Stage 1: teacher targets and notes -> TRL SFT (see :mod:`experiments.train.walks`).
 
-    ``teacher``: "oracle", "http" or "local:<model>"; ``train_users`` users'
-    training interactions are used (the fraction is reported);
-    ``reflect_fraction`` of them also yield a memory-update trace,
-    ``fast_fraction`` a bare-ranking trace and ``think_fraction`` a
-    think-first trace (see :mod:`experiments.train.rollout`; on a CPU budget
-    the long think-first traces cost most per example).
+    ``teacher``: "oracle", "http" or "local:<model>". Each of
+    ``train_users`` users gives ``decisions_per_user`` training decisions
+    (their last positives, as the protocol draws held-out ones; the fraction
+    of training data used is reported), each with one judge row, whose prompt
+    shows the teacher's note after the warm-up walk, no note, or the walked
+    items as plain lines, in the proportions ``memory_share`` /
+    ``plain_share`` / ``append_share``; ``reflect_fraction`` of the walk
+    steps also give a note (reflection) row. ``judge_weight`` weighs the
+    listwise judge loss against the notes' NLL; ``target_temperature``
+    softens the teacher's choice distribution. An LLM teacher's answers
+    pass the paper's filter (``min_ndcg``) with up to ``rethink`` retries.
+    Every ``eval_steps`` SFT steps the held-out NDCG@10 of ``val_users``
+    decisions of users outside the training set is logged (the learning curve).
     """
 
     teacher: str = "oracle"
     train_users: int = 1000
+    decisions_per_user: int = 1
     reflect_fraction: float = 0.3
-    fast_fraction: float = 0.5
-    think_fraction: float = 1.0
+    memory_share: float = 0.5
+    plain_share: float = 0.25
+    append_share: float = 0.25
+    judge_weight: float = 1.0
+    target_temperature: float = 1.0
+    val_users: int = 100
+    eval_steps: int = 0
     rethink: int = 1
     min_ndcg: float = 0.0
     epochs: float = 1.0
@@ -157,13 +174,16 @@ class DistillSection:
 
 @dataclass
 class RLSection:
-    """Stage 2: GRPO in the simulator, anchored to the SFT model by ``beta``.
+    """Stage 2: GRPO on the slow thinking, anchored to the SFT model by ``beta``.
 
-    Each step = ``prompts_per_step`` prompts x ``num_generations`` completions;
-    of the prompts, ``reflect_fraction`` are memory updates and
-    ``fast_fraction`` bare rankings, the rest think-first rankings.
+    The prompts are the reflection steps of warm-up walks over training
+    decisions (the same walks evaluation runs); each rewritten note is scored
+    by the follow-up ranking it leads to (``[reward] memory``). Each step =
+    ``prompts_per_step`` prompts x ``num_generations`` completions;
     ``micro_batch`` completions go through each forward/backward pass (0 =
-    ``num_generations``); smaller values trade speed for peak memory.
+    ``num_generations``); smaller values trade speed for peak memory. Every
+    ``eval_steps`` steps the mean memory reward of greedy notes on
+    ``val_prompts`` held-out prompts is logged (the learning curve; 0: off).
     """
 
     steps: int = 100
@@ -173,11 +193,10 @@ class RLSection:
     learning_rate: float = 1e-6
     beta: float = 1e-3
     temperature: float = 1.0
-    reflect_fraction: float = 0.25
-    fast_fraction: float = 0.5
-    source: str = "online"
     save_steps: int = 10
     micro_batch: int = 0
+    val_prompts: int = 32
+    eval_steps: int = 0
 
 
 @dataclass
@@ -187,7 +206,9 @@ class RunConfig:
     the teacher); ``simulator`` holds SimulatorConfig options (offline world
     and online env alike); ``threads`` sets torch's intra-op threads (0 =
     automatic; 1 is fastest for these small models on a shared machine);
-    ``device`` is "auto", "cpu" or "cuda" for training."""
+    ``device`` is "auto", "cpu" or "cuda" for training; ``probe_users``
+    evaluated users of the first seed are ranked again by the trained
+    ``starec`` row with other notes in its memory (:mod:`experiments.memory_probe`; 0: off)."""
 
     stage: str = "eval"
     preset: str = "none"
@@ -197,6 +218,7 @@ class RunConfig:
     threads: int = 1
     device: str = "auto"
     progress: bool = True
+    probe_users: int = 0
     privileged: list = field(default_factory=lambda: ["oracle", "teacher"])
     policy: dict = field(default_factory=dict)
     simulator: dict = field(default_factory=dict)
@@ -208,6 +230,8 @@ class RunConfig:
     distill: DistillSection = field(default_factory=DistillSection)
     rl: RLSection = field(default_factory=RLSection)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -222,8 +246,12 @@ class RunConfig:
                 "model": self.model.name,
                 "dtype": self.model.dtype,
                 "batch_size": self.model.batch_size,
+                "precision": self.model.precision,
                 "evidence": self.prompt.evidence,
                 "prompt": {"max_history": self.prompt.max_history, "max_words": self.prompt.max_words},
+                "judge": asdict(self.judge),
+                "warmup": asdict(self.warmup),
+                "walk_seed": self.data.seed,
             }
             for key in ("max_new_tokens", "max_new_tokens_reflect"):
                 if getattr(self.model, key) is not None:
@@ -420,16 +448,20 @@ def _validate(cfg: RunConfig) -> None:
     if rl.micro_batch < 0 or (rl.micro_batch and (rl.prompts_per_step * rl.num_generations) % rl.micro_batch):
         raise ConfigError(f"rl.micro_batch must divide prompts_per_step x num_generations "
                           f"({rl.prompts_per_step * rl.num_generations}), got {rl.micro_batch}")
-    if rl.source not in ("online", "offline"):
-        raise ConfigError(f"rl.source must be 'online' or 'offline', got {rl.source!r}")
-    shares = [("distill", "reflect_fraction"), ("distill", "fast_fraction"), ("distill", "think_fraction"),
-              ("rl", "reflect_fraction"), ("rl", "fast_fraction")]
-    for section, name in shares:
-        value = getattr(getattr(cfg, section), name)
+    d = cfg.distill
+    for name in ("reflect_fraction", "memory_share", "plain_share", "append_share"):
+        value = getattr(d, name)
         if not 0.0 <= value <= 1.0:
-            raise ConfigError(f"{section}.{name} must be in [0, 1], got {value}")
-    if rl.reflect_fraction + rl.fast_fraction > 1.0:
-        raise ConfigError(f"rl.reflect_fraction + rl.fast_fraction must be <= 1, got {rl.reflect_fraction + rl.fast_fraction}")
+            raise ConfigError(f"distill.{name} must be in [0, 1], got {value}")
+    if abs(d.memory_share + d.plain_share + d.append_share - 1.0) > 1e-6:
+        raise ConfigError(f"distill.memory_share + plain_share + append_share must be 1, got "
+                          f"{d.memory_share} + {d.plain_share} + {d.append_share}")
+    if d.target_temperature <= 0 or d.judge_weight < 0:
+        raise ConfigError(f"distill.target_temperature must be > 0 and judge_weight >= 0, got {d.target_temperature}, {d.judge_weight}")
+    if d.decisions_per_user < 1:
+        raise ConfigError(f"distill.decisions_per_user must be >= 1, got {d.decisions_per_user}")
+    if d.val_users < 0 or d.eval_steps < 0 or rl.val_prompts < 0 or rl.eval_steps < 0:
+        raise ConfigError("distill.val_users / eval_steps and rl.val_prompts / eval_steps must be >= 0")
     if cfg.reward.memory_metric not in ("tier", "ndcg"):
         raise ConfigError(f"reward.memory_metric must be 'tier' or 'ndcg', got {cfg.reward.memory_metric!r}")
     teacher = cfg.distill.teacher

@@ -14,7 +14,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from experiments.config import TRAINED_ROWS, ConfigError, RunConfig
-from experiments.report import aggregate
+from experiments.report import PER_USER, aggregate
 from policies.base import Policy, PolicyContext
 from policies.registry import Factory, is_llm_policy, make_policy
 from starec_env.data.errors import DataOptionError
@@ -92,11 +92,14 @@ def score_batched(policy: Policy, batch: RankingBatch, batch_size: int, desc: st
 
 
 def run_offline(policy: Policy, protocol: LeaveOneOut, batch_size: int, desc: str | None = None) -> dict:
-    """Offline metrics of an already-fitted policy, plus scoring time."""
+    """Offline metrics of an already-fitted policy, plus scoring time and the
+    per-user NDCG@10 (every agent ranks the same users and candidates, so two
+    agents' differences can be paired user by user)."""
     start = time.perf_counter()
     scores = score_batched(policy, protocol.batch, batch_size, desc)
     metrics = protocol.evaluate(scores)
     metrics["score_s"] = time.perf_counter() - start
+    metrics[PER_USER] = [float(v) for v in protocol.per_user(scores)["ndcg@10"]]
     return metrics
 
 

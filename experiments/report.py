@@ -44,6 +44,10 @@ class OutputError(OSError):
     """The output folder cannot take the results, or holds a set that is not one run's."""
 
 
+#: Per-user NDCG@10 of each seed, kept in results rows for paired comparisons.
+PER_USER = "ndcg@10_per_user"
+
+
 def aggregate(policy: str, runs: list[dict], upper_bound: bool, stats: dict) -> dict:
     """One results row: mean and ``<metric>_std`` of every metric over seeds,
     and ``<metric>_se`` where the seeds measured a standard error (online
@@ -58,6 +62,8 @@ def aggregate(policy: str, runs: list[dict], upper_bound: bool, stats: dict) -> 
         errors = np.array([r[f"{key}_se"] for r in runs if f"{key}_se" in r], dtype=np.float64)
         if len(errors):
             row[f"{key}_se"] = float(np.sqrt(np.sum(errors**2)) / len(errors))
+    if any(PER_USER in r for r in runs):
+        row[PER_USER] = [r.get(PER_USER, []) for r in runs]  # one list per seed
     row["stats"] = stats
     return row
 

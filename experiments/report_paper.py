@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.report import MANIFEST, OutputError, atomic_write, verify_results
+from experiments.report import MANIFEST, PER_USER, OutputError, atomic_write, verify_results
 from starec_env.metrics import ndcg_single
 
 PAPER_METRICS = ("ndcg@1", "ndcg@5", "ndcg@10", "ndcg@20", "hit@10")
@@ -68,15 +68,31 @@ def sanity_checks(rows: list[dict], n_candidates: int, n_users: int, real_data: 
     return checks
 
 
-#: The issue's claims about trained rows: (better, worse) pairs compared on NDCG@10.
-CLAIMS = (("starec", "starec-sft"), ("starec", "pop"), ("starec", "genre"), ("starec-sft", "starec-rl-only"),
-          ("starec", "starec-noreflect"))
+#: Claims about trained rows: (better, worse) pairs compared on NDCG@10.
+CLAIMS = (("starec", "starec-sft"), ("starec", "pop"), ("starec", "genre"), ("starec-sft", "pop"),
+          ("starec-sft", "starec-base"), ("starec-sft", "starec-rl-only"), ("starec", "starec-noreflect"))
 
 
-def claim_checks(rows: list[dict]) -> list[tuple[str, bool, str]]:
-    """(claim, held, detail) for each of :data:`CLAIMS` whose rows ran: the
-    NDCG@10 difference, and "within noise" when it is under two standard
-    errors estimated from the seeds' spread (so a win by luck is named as such)."""
+def paired_se(a: dict, b: dict) -> tuple[float, str] | None:
+    """Standard error of the NDCG@10 difference from per-user differences,
+    paired seed by seed (both rows ranked the same users and candidates);
+    None when the rows lack per-user results or were not paired."""
+    ua, ub = a.get(PER_USER), b.get(PER_USER)
+    if not ua or not ub or len(ua) != len(ub) or any(len(x) != len(y) for x, y in zip(ua, ub)):
+        return None
+    diffs = np.concatenate([np.asarray(x, dtype=np.float64) - np.asarray(y, dtype=np.float64) for x, y in zip(ua, ub)])
+    if len(diffs) < 2:
+        return None
+    return float(diffs.std(ddof=1) / math.sqrt(len(diffs))), f"paired over {len(diffs)} user rankings"
+
+
+def claim_checks(rows: list[dict]) -> list[tuple[str, str, str]]:
+    """(claim, verdict, detail) for each of :data:`CLAIMS` whose rows ran.
+
+    The verdict is HOLDS when the difference is at least two standard errors,
+    DOES NOT HOLD when it is at most minus two, WITHIN NOISE in between. The
+    standard error comes from per-user differences paired by user and seed
+    where the rows kept them, else from the seeds' spread."""
     by_name = {r["policy"]: r for r in rows}
     checks = []
     for better, worse in CLAIMS:
@@ -84,12 +100,20 @@ def claim_checks(rows: list[dict]) -> list[tuple[str, bool, str]]:
             continue
         a, b = by_name[better], by_name[worse]
         diff = a["ndcg@10"] - b["ndcg@10"]
-        seeds = max(1, int(a.get("seeds", 1)))
-        se = math.hypot(a.get("ndcg@10_std", 0.0), b.get("ndcg@10_std", 0.0)) / math.sqrt(seeds)
-        noise = " (within noise)" if seeds > 1 and abs(diff) < 2 * se else ""
-        checks.append((f"{better} above {worse}", diff > 0,
-                       f"NDCG@10 {100 * a['ndcg@10']:.2f} vs {100 * b['ndcg@10']:.2f}, difference {100 * diff:+.2f}"
-                       + (f", standard error {100 * se:.2f}" if seeds > 1 else "") + noise))
+        paired = paired_se(a, b)
+        if paired is not None:
+            se, how = paired
+        else:
+            seeds = max(1, int(a.get("seeds", 1)))
+            se = math.hypot(a.get("ndcg@10_std", 0.0), b.get("ndcg@10_std", 0.0)) / math.sqrt(seeds) if seeds > 1 else 0.0
+            how = f"from the spread of {seeds} seeds" if seeds > 1 else "one seed: no error estimate"
+        if se > 0:
+            verdict = "HOLDS" if diff >= 2 * se else "DOES NOT HOLD" if diff <= -2 * se else "WITHIN NOISE"
+        else:
+            verdict = "HOLDS" if diff > 0 else "DOES NOT HOLD"
+        detail = (f"NDCG@10 {100 * a['ndcg@10']:.2f} vs {100 * b['ndcg@10']:.2f}, difference {100 * diff:+.2f}"
+                  + (f", standard error {100 * se:.2f} ({how}), {diff / se:+.1f} SE" if se > 0 else f" ({how})"))
+        checks.append((f"{better} above {worse}", verdict, detail))
     return checks
 
 
@@ -102,9 +126,10 @@ def training_lines(training: dict) -> list[str]:
         sft = d.get("sft", {})
         total = max(1, int(d.get("train_interactions_total", 0)))
         shown = d.get("prompt_interactions")
+        tokens = f", {d['train_tokens']:,} tokens" if d.get("train_tokens") else ""
         lines.append(
             f"- Distillation ({d.get('teacher')} teacher, student {d.get('model')}): {d.get('users')} training users, "
-            f"{d.get('examples')} SFT examples ({formats}); {sft.get('steps')} SFT steps in {sft.get('seconds')} s "
+            f"{d.get('examples')} SFT rows ({formats}{tokens}); {sft.get('steps')} SFT steps in {sft.get('seconds')} s "
             f"(stage total {d.get('seconds')} s). Data used: the training interactions of those users are "
             f"{100 * d.get('data_fraction', 0.0):.2f}% of all training interactions"
             + (f"; the prompts show {shown:,} of them ({100 * shown / total:.2f}%)." if shown is not None else ".")
@@ -117,6 +142,39 @@ def training_lines(training: dict) -> list[str]:
             trend = f"; mean reward of the first step {first:.3f}, of the last {last:.3f}" if first is not None and last is not None else ""
             lines.append(f"- GRPO `{name}` from {start} (beta {r.get('beta')}): {r.get('steps')} steps in {r.get('seconds')} s{trend}.")
     return lines
+
+
+def warmup_lines(config: dict, rows: list[dict]) -> list[str]:
+    """The memory warm-up's settings and what it cost per warmed user (last seed)."""
+    cfg = config.get("config", {})
+    warm = cfg.get("warmup")
+    costs = []
+    for r in rows:
+        st = r.get("stats", {})
+        users, hits = st.get("warmed_users", 0), st.get("warm_cache_hits", 0)
+        if not users:
+            if hits:
+                costs.append(f"  - {r['policy']}: all {hits} memories reused from the cache (walked by an earlier row or run)")
+            continue
+        tokens = sum(st.get(f"warm_{m}_{k}", 0) for m in ("judge", "reflect") for k in ("prompt_tokens", "completion_tokens"))
+        generated = st.get("warm_reflect_completion_tokens", 0)
+        seconds = st.get("warm_judge_seconds", 0) + st.get("warm_reflect_seconds", 0)
+        costs.append(f"  - {r['policy']}: {users} users walked, {tokens / users:,.0f} tokens per user "
+                     f"({generated / users:,.0f} generated), {seconds / users:.2f} s per user; "
+                     f"{st.get('warm_cache_hits', 0)} memories reused from the cache")
+    if not warm or not costs:
+        return []
+    return [f"- Each user's last {warm['steps']} interactions walked before the held-out ranking, {warm['candidates']} "
+            f"candidates per step, reflections of at most {warm['max_new_tokens']} tokens. Cost of the last seed:",
+            *costs]
+
+
+def probe_lines(probe: dict | None) -> list[str]:
+    """The memory probe (:mod:`experiments.memory_probe`): NDCG@10 by the memory the judge reads."""
+    if not probe:
+        return []
+    head = f"- {probe['row']} on {probe['users']} users (seed {probe['seed']}), NDCG@10 by the note in its prompt:"
+    return [head, *(f"  - {name}: {100 * value:.2f}" for name, value in probe["ndcg@10"].items())]
 
 
 def _cell(row: dict, metric: str) -> str:
@@ -181,10 +239,16 @@ def render_report(rows: list[dict], config: dict) -> str:
     claims = claim_checks(rows)
     if claims:
         lines += ["", "## Claims about the trained student", ""]
-        lines += [f"- {'HOLDS' if ok else 'DOES NOT HOLD'}: {what} ({detail})" for what, ok, detail in claims]
+        lines += [f"- {verdict}: {what} ({detail})" for what, verdict, detail in claims]
     training = training_lines(facts.get("training") or {})
     if training:
         lines += ["", "## Training", "", *training]
+    warm = warmup_lines(config, rows)
+    if warm:
+        lines += ["", "## Memory warm-up (slow thinking before the offline ranking)", "", *warm]
+    probe = probe_lines(facts.get("memory_probe"))
+    if probe:
+        lines += ["", "## Does the ranking read the memory?", "", *probe]
     return "\n".join(lines) + "\n"
 
 

@@ -93,6 +93,10 @@ def run_eval(cfg: RunConfig) -> int:
         cfg, factories = trained_rows(cfg)
     rows, facts = benchmark(cfg, factories=factories)
     facts["training"] = _training_facts(Path(cfg.out)) if cfg.trained_rows() else {}
+    if cfg.probe_users and "starec" in factories:
+        from experiments.train.pipeline import probe_memory
+
+        facts["memory_probe"] = probe_memory(cfg, factories["starec"])
     if cfg.distill.teacher == "http":  # the endpoint lives in the environment: record which one (redacted)
         from policies.llm.teachers import http_teacher_record
 
@@ -133,17 +137,25 @@ def run_all(cfg: RunConfig) -> int:
 
 @stage("fidelity")
 def run_fidelity(cfg: RunConfig) -> int:
-    """How closely the simulator reproduces the data (ratings, popularity curve)."""
-    import json
-
+    """How closely the simulator reproduces the data (ratings, popularity curve) and
+    predicts held-out choices under the run's protocol (first seed; at least the
+    paper's 1,000 users, as the oracle costs nothing to score)."""
     from experiments.evaluate import load_world
     from experiments.report import write_json
+    from starec_env.protocol import LeaveOneOut
     from starec_env.simulator import fidelity_report
+    from starec_env.simulator.fidelity import format_fidelity
 
     world = load_world(cfg)
-    report = fidelity_report(world.dataset, world.simulator, seed=cfg.seeds[0])
-    print(report if isinstance(report, str) else json.dumps(report, indent=2, default=str))
-    write_json(Path(cfg.out) / "fidelity.json", report)
+    p = cfg.protocol
+    users = None if p.users is None else max(p.users, 1000)
+    protocol = LeaveOneOut(world.dataset, n_negatives=p.negatives, n_users=users, history_len=p.history_len,
+                           positive_threshold=p.positive_threshold, seed=cfg.seeds[0])
+    report = fidelity_report(world.dataset, world.simulator, seed=cfg.seeds[0], protocol=protocol)
+    path = Path(cfg.out) / "fidelity.json"
+    write_json(path, report)
+    print(format_fidelity(report))
+    print(f"wrote {path}")
     return 0
 
 

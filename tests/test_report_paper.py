@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 
 from experiments.report_paper import ReportError, random_ndcg, render_report, sanity_checks, write_paper_report
@@ -67,22 +68,41 @@ def test_readme_block_is_replaced_and_missing_block_is_an_error(tmp_path) -> Non
 def test_claims_about_the_trained_student_are_judged_and_training_is_reported() -> None:
     from experiments.report_paper import claim_checks
 
-    rows = [_row("pop", 0.58), _row("genre", 0.62), _row("starec-sft", 0.60), _row("starec", 0.605)]
-    verdicts = {what: (ok, detail) for what, ok, detail in claim_checks(rows)}
-    assert set(verdicts) == {"starec above starec-sft", "starec above pop", "starec above genre"}
-    assert verdicts["starec above pop"] == (True, "NDCG@10 60.50 vs 58.00, difference +2.50, standard error 0.82")
-    assert verdicts["starec above starec-sft"][0] and verdicts["starec above starec-sft"][1].endswith("(within noise)")
-    assert not verdicts["starec above genre"][0]
+    rows = [_row("pop", 0.58), _row("genre", 0.63), _row("starec-sft", 0.60), _row("starec", 0.605)]
+    verdicts = {what: (verdict, detail) for what, verdict, detail in claim_checks(rows)}
+    assert set(verdicts) == {"starec above starec-sft", "starec above pop", "starec above genre", "starec-sft above pop"}
+    assert verdicts["starec above pop"] == ("HOLDS", "NDCG@10 60.50 vs 58.00, difference +2.50, standard error 0.82 "
+                                                     "(from the spread of 3 seeds), +3.1 SE")
+    assert verdicts["starec above starec-sft"][0] == "WITHIN NOISE"
+    assert verdicts["starec above genre"][0] == "DOES NOT HOLD"
     training = {
-        "distill": {"teacher": "oracle", "model": "smollm2-135m", "users": 300, "examples": 10,
-                    "examples_by_format": {"think": 2, "reflect": 3, "fast": 5}, "sft": {"steps": 4, "seconds": 12.5},
+        "distill": {"teacher": "oracle", "model": "smollm2-135m", "users": 300, "examples": 10, "train_tokens": 4500,
+                    "examples_by_format": {"judge": 7, "note": 3}, "sft": {"steps": 4, "seconds": 12.5},
                     "seconds": 20.0, "data_fraction": 0.3, "train_interactions_total": 1000, "prompt_interactions": 44},
         "rl": {"steps": 3, "seconds": 9.0, "beta": 0.001, "first_reward": -0.5, "last_reward": 0.25},
     }
     config = {"config": {"seeds": [0, 1, 2]}, "facts": {"dataset": {"name": "synthetic"}, "simulator": {"source": "synthetic"},
                                                         "protocol": [{"users": 100, "candidates": 20}], "training": training}}
     text = render_report(rows, config)
-    assert "- DOES NOT HOLD: starec above genre (NDCG@10 60.50 vs 62.00" in text
-    assert "10 SFT examples (2 think, 3 reflect, 5 fast); 4 SFT steps in 12.5 s" in text
+    assert "- DOES NOT HOLD: starec above genre (NDCG@10 60.50 vs 63.00" in text
+    assert "10 SFT rows (7 judge, 3 note, 4,500 tokens); 4 SFT steps in 12.5 s" in text
     assert "30.00% of all training interactions; the prompts show 44 of them (4.40%)." in text
     assert "GRPO `rl` from the SFT model (beta 0.001): 3 steps in 9.0 s; mean reward of the first step -0.500, of the last 0.250." in text
+
+
+def test_claims_pair_per_user_results_when_the_rows_kept_them() -> None:
+    """Same users, same candidates: the standard error comes from per-user differences, seed by seed."""
+    from experiments.report import PER_USER
+    from experiments.report_paper import claim_checks
+
+    rng = np.random.default_rng(0)
+    base = [rng.random(300) for _ in range(3)]
+    better = dict(_row("starec", 0.0), **{PER_USER: [b + 0.02 + 0.01 * rng.standard_normal(300) for b in base]})
+    worse = dict(_row("genre", 0.0), **{PER_USER: base})
+    better["ndcg@10"] = float(np.mean(better[PER_USER]))
+    worse["ndcg@10"] = float(np.mean(base))
+    (what, verdict, detail), = claim_checks([better, worse])
+    assert what == "starec above genre" and verdict == "HOLDS"
+    assert "paired over 900 user rankings" in detail
+    worse[PER_USER] = base[:2]  # not the same seeds: fall back to the seeds' spread
+    assert "spread of 3 seeds" in claim_checks([better, worse])[0][2]

@@ -20,6 +20,7 @@ from transformers import TrainerCallback
 
 from experiments.config import RunConfig
 from experiments.report import atomic_write, write_json
+from policies.llm.models import use_bf16
 from experiments.train.dist import is_main_process, wait_for_everyone
 
 #: Files that make a saved folder loadable as a model.
@@ -60,6 +61,36 @@ class CSVLogger(TrainerCallback):
         atomic_write(self.path, lambda fh: fh.write(buf.getvalue().encode()))
 
 
+def quiet_terminal() -> None:
+    """No per-file "Loading weights" / "Writing model shards" bars and no
+    deprecation chatter from inside TRL on the terminal of a training stage."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+
+
+def quiet_logs(trainer: Any) -> Any:
+    """Keep the trainer's progress bar but not its raw log dicts on the
+    terminal: every logged value goes to metrics.csv (:class:`CSVLogger`) and
+    TensorBoard instead (see :func:`quiet_terminal` too)."""
+    from transformers import PrinterCallback, ProgressCallback
+
+    class QuietProgress(ProgressCallback):
+        def on_log(self, args: Any, state: Any, control: Any, logs: dict | None = None, **kwargs: Any) -> None:
+            return None
+
+    quiet_terminal()
+    shown = any(isinstance(cb, ProgressCallback) for cb in trainer.callback_handler.callbacks)
+    trainer.remove_callback(PrinterCallback)
+    trainer.remove_callback(ProgressCallback)
+    if shown:
+        trainer.add_callback(QuietProgress())
+    return trainer
+
+
 def read_csv(path: Path) -> list[dict]:
     if not Path(path).exists():
         return []
@@ -74,22 +105,14 @@ def use_cpu(cfg: RunConfig) -> bool:
 
 
 def mixed_bf16(cfg: RunConfig) -> bool:
-    """bf16 autocast for training: ``[model] precision`` "bf16" or "fp32";
-    "auto" is bf16 on a GPU (unless the model dtype says otherwise) and, on a
-    CPU, bf16 only where the CPU computes it natively (AVX512-BF16 or AMX:
-    1.3x faster per SFT step measured on 2 cores); elsewhere bf16 is
-    emulated and slower than fp32."""
-    if cfg.model.precision != "auto":
-        return cfg.model.precision == "bf16"
+    """bf16 autocast for training, by ``[model] precision`` (see
+    :func:`policies.llm.models.use_bf16`); a model loaded in another dtype
+    than bf16 on a GPU keeps it."""
     if use_cpu(cfg):
-        return cpu_has_bf16()
-    return cfg.model.dtype in (None, "bfloat16")
-
-
-def cpu_has_bf16() -> bool:
-    """Native bf16 matrix instructions on this CPU (torch's own probes; False when a build lacks them)."""
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+        return use_bf16(cfg.model.precision, "cpu")
+    if cfg.model.precision == "auto" and cfg.model.dtype not in (None, "bfloat16"):
+        return False
+    return use_bf16(cfg.model.precision, "cuda")
 
 
 def trainer_kwargs(cfg: RunConfig, output_dir: Path, save_steps: int) -> dict:

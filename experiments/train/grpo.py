@@ -17,6 +17,7 @@ import torch
 
 from experiments.train.common import (
     CSVLogger,
+    quiet_logs,
     check_model_dir,
     finished_run,
     last_checkpoint,
@@ -62,6 +63,7 @@ def train_grpo(
     weights: list[float],
     out_dir: Path,
     on_trainer: Callable[[Any], None] | None = None,
+    callbacks: list | None = None,
 ) -> dict:
     """Run GRPO from the saved model at ``start``; save to ``out_dir/model``.
 
@@ -91,8 +93,9 @@ def train_grpo(
         args=args,
         train_dataset=train_ds,
         processing_class=tokenizer,
-        callbacks=[CSVLogger(out_dir / "metrics.csv")],
+        callbacks=[CSVLogger(out_dir / "metrics.csv"), *(callbacks or [])],
     )
+    quiet_logs(trainer)
     if on_trainer is not None:
         on_trainer(trainer)
     resume = last_checkpoint(out_dir / "checkpoints")

@@ -4,14 +4,18 @@ Both take the run's :class:`~experiments.config.RunConfig` and write into
 ``cfg.out``:
 
 * ``base/`` the untrained student; ``sft/`` (checkpoints, metrics.csv,
-  TensorBoard runs, ``model/``); ``rl/`` (GRPO from the SFT model) and
-  ``rl-only/`` (GRPO from the base model: the "without SFT anchoring"
-  ablation, trained when the ``starec-rl-only`` row is asked for);
+  ``curve.csv``, TensorBoard runs, ``model/``); ``rl/`` (GRPO from the SFT
+  model) and ``rl-only/`` (GRPO from the base model: the "without SFT
+  anchoring" ablation, trained when the ``starec-rl-only`` row is asked for);
 * ``distill.json`` / ``rl.json`` / ``rl-only.json`` facts (data fraction
-  used, trace filter statistics, steps, time, first/last reward).
+  used, rows per kind, steps, time, first/last reward).
 
-The evaluation rows that use these folders are built by
-:func:`trained_factories`. Formats trained: see :mod:`experiments.train.rollout`.
+What is trained (:mod:`experiments.train.walks`): SFT distils the oracle's
+choice distribution into the judgement slots of the fast ranker and its
+taste notes into the reflection; GRPO trains the reflection (slow thinking)
+on the steps of warm-up walks, each rewritten note scored by the follow-up
+ranking the current policy makes with it. The evaluation rows that use
+these folders are built by :func:`trained_rows`.
 """
 from __future__ import annotations
 
@@ -24,22 +28,14 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from experiments.config import TRAINED_ROWS, ConfigError, RunConfig
+from experiments.curves import write_learning_curves
 from experiments.report import write_json, write_reward_curves
-from policies.base import Policy
 from experiments.train.common import check_model_dir, read_csv
 from experiments.train.dist import is_main_process
+from experiments.train.rollout import MemoryBank, States, view_of
+from experiments.train.walks import NOTE_SLOT, VARIANTS, Decisions, RowBuilder, make_decisions, note_prompt_row
+from policies.base import Policy
 from starec_env.types import PAD
-from experiments.train.rollout import (
-    RANK_PREFIX,
-    MemoryBank,
-    PromptRenderer,
-    States,
-    offline_states,
-    online_transitions,
-    simulator_responder,
-    view_from_json,
-    view_of,
-)
 
 
 @dataclass
@@ -48,22 +44,17 @@ class Context:
 
     ``split`` holds what training may see: every user's interactions before
     the held-out target of *any* evaluation seed (so no seed's targets leak
-    into training); ``eval_users`` are the users some seed evaluates (kept
-    out of the online RL sessions too).
+    into training); ``eval_users`` are the users some seed evaluates.
     """
 
     cfg: RunConfig
     world: Any
     split: Any
     eval_users: np.ndarray
-    evidence: Any
-    renderer: PromptRenderer
 
 
 def prepare(cfg: RunConfig) -> Context:
     from experiments.evaluate import load_world
-    from policies.base import PolicyContext
-    from policies.llm.evidence import EvidenceBuilder, EvidenceConfig
     from starec_env.protocol import LeaveOneOut
     from starec_env.types import TrainSplit
 
@@ -77,15 +68,130 @@ def prepare(cfg: RunConfig) -> Context:
     keep = np.arange(len(ds.interactions)) < cut[ds.user_arr]
     eval_users = np.flatnonzero(cut < np.iinfo(np.int64).max)
     split = TrainSplit(ds, ds.interactions[keep].reset_index(drop=True), eval_users)
-    evidence = None
-    if cfg.prompt.evidence:
-        evidence = EvidenceBuilder(PolicyContext(ds, seed=cfg.data.seed), EvidenceConfig())
-        evidence.fit(split)
-    return Context(cfg, world, split, eval_users, evidence, PromptRenderer(ds, cfg, evidence))
+    return Context(cfg, world, split, eval_users)
+
+
+def row_builder(ctx: Context, tokenizer: Any) -> RowBuilder:
+    """Rows rendered exactly as the agents render their prompts."""
+    from policies.llm.judge import JudgeEncoder
+    from policies.llm.teachers import TasteNotes
+
+    cfg = ctx.cfg
+    notes = TasteNotes(ctx.world.dataset, ctx.world.simulator.utility, description_words=cfg.judge.description_words,
+                       noun=cfg.judge.noun, seed=cfg.data.seed)
+    return RowBuilder(ctx.world, JudgeEncoder(tokenizer, cfg.judge), notes, cfg.warmup,
+                      max_words=cfg.prompt.max_words, target_temperature=cfg.distill.target_temperature)
+
+
+def split_users(ctx: Context, rng: np.random.Generator, n_train: int, n_val: int) -> tuple[np.ndarray, np.ndarray]:
+    """Disjoint training and validation users among those with training interactions."""
+    users = np.unique(ctx.split.interactions["user"].to_numpy(np.int64))
+    picked = rng.permutation(users)
+    n_val = min(n_val, max(0, len(users) - 1))
+    return np.sort(picked[n_val : n_val + n_train]), np.sort(picked[:n_val])
+
+
+def decisions_for(ctx: Context, users: np.ndarray, rng: np.random.Generator, per_user: int = 1) -> Decisions:
+    cfg = ctx.cfg
+    return make_decisions(ctx.world, ctx.split.interactions, users, cfg.protocol, cfg.warmup, rng,
+                          walk_seed=cfg.data.seed, per_user=per_user, evidence=cfg.prompt.evidence)
+
+
+# -------------------------------------------------------------- distillation
+def run_distill(cfg: RunConfig) -> dict:
+    """Stage 1: teacher targets and notes on training decisions -> SFT."""
+    import datasets
+
+    from experiments.train.common import quiet_terminal, save_model_atomic
+    from experiments.train.sft import train_sft
+    from policies.llm.models import load_model
+
+    quiet_terminal()
+    out = Path(cfg.out)
+    began = time.perf_counter()
+    model, tok = load_model(cfg.model.name, dtype=cfg.model.dtype, threads=cfg.threads or None, seed=cfg.data.seed)
+    ctx = prepare(cfg)
+    d = cfg.distill
+    rng = np.random.default_rng([cfg.data.seed, 1])
+    users, val_users = split_users(ctx, rng, d.train_users, d.val_users)
+    if not len(users):
+        raise ConfigError("distill.train_users: no user with training interactions is left for training")
+    builder = row_builder(ctx, tok)
+    decisions = decisions_for(ctx, users, rng, per_user=d.decisions_per_user)
+    modes = list(rng.choice(np.array(VARIANTS), size=len(decisions), p=[d.memory_share, d.plain_share, d.append_share]))
+    judge, teacher_stats = teacher_judge_rows(ctx, builder, decisions, modes)
+    notes = [builder.note_sft_row(step) for step in builder.note_steps(decisions) if rng.random() < d.reflect_fraction]
+    records = judge + notes
+    if not records:
+        raise ConfigError(f"the {d.teacher!r} teacher gave no usable training row: {teacher_stats}")
+    order = rng.permutation(len(records))
+    train_ds = datasets.Dataset.from_list([records[i] for i in order])
+    save_model_atomic(model, tok, out / "base")
+    split = ctx.split.interactions
+    used = split[split["user"].isin(decisions.batch.users)]
+    callbacks = []
+    if d.eval_steps and len(val_users):
+        callbacks.append(JudgeCurve(ctx, decisions_for(ctx, val_users, np.random.default_rng([cfg.data.seed, 3])),
+                                    tok, out / "sft" / "curve.csv", d.eval_steps, d.batch_size * d.grad_accum))
+    facts = {
+        "teacher": d.teacher,
+        "model": cfg.model.name,
+        "users": int(len(users)),
+        "decisions": int(len(decisions)),
+        "val_users": int(len(val_users)),
+        "teacher_stats": teacher_stats,
+        "examples": len(train_ds),
+        "examples_by_format": {"judge": len(judge), "note": len(notes)},
+        "judge_variants": {v: int(sum(1 for m in modes if m == v)) for v in VARIANTS},
+        "train_tokens": int(sum(len(r["input_ids"]) for r in records)),
+        "train_interactions_used": int(len(used)),
+        "train_interactions_total": int(len(split)),
+        "data_fraction": len(used) / max(1, len(split)),
+        # what the prompts show: each decision's shown history, its walk and its target
+        "prompt_interactions": int(np.minimum((decisions.batch.history != PAD).sum(axis=1),
+                                              cfg.judge.history + cfg.warmup.steps).sum() + len(decisions)),
+        "sft": train_sft(cfg, model, tok, train_ds, out / "sft", answer_ids=builder.encoder.answer_ids, callbacks=callbacks),
+    }
+    facts["seconds"] = round(time.perf_counter() - began, 2)
+    if is_main_process():
+        write_json(out / "distill.json", facts)
+        write_learning_curves(out)
+        print(f"distill: {facts['examples']} SFT rows ({len(judge)} judge, {len(notes)} note) from {facts['users']} users "
+              f"({100 * facts['data_fraction']:.1f}% of training interactions), {facts['sft']['steps']} steps, {facts['seconds']}s")
+    return facts
+
+
+def teacher_judge_rows(ctx: Context, builder: RowBuilder, decisions: Decisions, modes: list) -> tuple[list[dict], dict]:
+    """Judge rows with the teacher's targets. The oracle's are the simulator's
+    choice distribution; an LLM teacher ranks each decision's think-first
+    prompt, its answers pass the paper's filter (with rethinks), and its
+    order becomes the targets (:func:`policies.llm.judge.order_targets`);
+    decisions whose trace was dropped give no row."""
+    from policies.llm.judge import order_targets
+    from policies.llm.parsing import parse_ranking
+    from policies.llm.teachers import DistillConfig, FilterConfig, distill, make_teacher
+
+    cfg = ctx.cfg
+    rows = builder.judge_rows(decisions, modes)
+    if cfg.distill.teacher == "oracle":
+        return rows, {"source": "choice distribution of the simulator", "rows": len(rows)}
+    teacher = make_teacher(cfg.distill.teacher, seed=cfg.data.seed)
+    states = States(decisions.batch, decisions.target_pos, decisions.choice)
+    samples = teacher_samples(ctx.world.dataset, decisions.evidence, states)
+    tcfg = DistillConfig(max_rethinks=cfg.distill.rethink, filter=FilterConfig(min_ndcg=cfg.distill.min_ndcg))
+    ranked = distill(teacher, samples, "rank", tcfg)
+    kept = []
+    for trace in ranked.traces:
+        row = dict(rows[trace.sample.key])
+        order = parse_ranking(trace.completion, trace.sample.ids, expect_think=True).order
+        row["targets"] = [float(t) for t in order_targets(order, len(order))]
+        kept.append(row)
+    return kept, ranked.stats
 
 
 def teacher_samples(dataset: Any, evidence: Any, states: States) -> list:
-    """Teacher tasks for ranking states (view, evidence with its signals, truth)."""
+    """Teacher tasks for ranking states (view, evidence with its signals,
+    choice logits as the oracle's utilities); ``key`` is the row index."""
     from policies.llm.evidence import render_lines
     from policies.llm.teachers import TeacherSample
 
@@ -95,12 +201,11 @@ def teacher_samples(dataset: Any, evidence: Any, states: States) -> list:
     return [
         TeacherSample(
             view=view_of(dataset, states.batch, r),
-            key=int(states.batch.users[r]),
+            key=r,
             evidence=lines[r] if lines is not None else None,
             signals=[table.signals(r, j) for j in range(c)] if table is not None else None,
             utilities=states.utilities[r],
             target=int(states.target_pos[r]),
-            rating=float(states.target_rating[r]) if states.target_rating is not None else None,
             user=int(states.batch.users[r]),
             items=tuple(int(i) for i in states.batch.candidates[r]),
         )
@@ -108,160 +213,154 @@ def teacher_samples(dataset: Any, evidence: Any, states: States) -> list:
     ]
 
 
-def _share(items: list, rng: np.random.Generator, share: float) -> list:
-    """Each item kept with probability ``share`` (one draw per item, in order)."""
-    return [x for x in items if rng.random() < share]
+def live_agent(ctx: Context, model: Any, tokenizer: Any, decisions: Decisions, *, reflect: bool) -> Any:
+    """A judge agent over a model being trained (no kept prefix caches, no
+    memory cache on disk), fitted on what precedes ``decisions``: the
+    evaluation code path, for learning curves."""
+    from policies.base import PolicyContext
+    from policies.llm.agents import LLMAgent, LLMAgentConfig
+    from policies.llm.backend import LLMBackend
+    from policies.llm.models import use_bf16
+
+    cfg = ctx.cfg
+    options = cfg.policy_options("starec")
+    backend = LLMBackend(model, tokenizer, batch_size=cfg.model.batch_size,
+                         bf16=use_bf16(cfg.model.precision, next(model.parameters()).device))
+    agent = LLMAgent(PolicyContext(ctx.world.dataset, seed=cfg.data.seed, options=options),
+                     LLMAgentConfig.from_options({**options, "memory_dir": None}), ranking="judge", reflect=reflect,
+                     backend=backend)
+    agent.name = "live"
+    agent.fit(decisions.split)
+    return agent
 
 
-def _fast_records(ctx: Context, traces: list) -> list[dict]:
-    """The bare-ranking form of think-first traces: same prompt content, the
-    teacher's order as one ``Ranking:`` line."""
-    from policies.llm.parsing import parse_ranking
+def ndcg_at_10(scores: np.ndarray, target_pos: np.ndarray) -> float:
+    from starec_env.metrics import ndcg_single, rank_of
 
-    out = []
-    for t in traces:
-        s = t.sample
-        order = parse_ranking(t.completion, s.ids).order
-        prompt = ctx.renderer.rank_prompt(s.view, s.memory, s.evidence, "fast")
-        out.append({"prompt": prompt, "completion": [{"role": "assistant", "content": RANK_PREFIX + " " + " > ".join(s.ids[i] for i in order)}]})
-    return out
+    return float(ndcg_single(rank_of(scores, target_pos), 10).mean())
 
 
-def run_distill(cfg: RunConfig) -> dict:
-    """Stage 1: teacher traces on training users -> filter/rethink -> SFT."""
-    import datasets
+def _curve_callback_class() -> type:
+    from transformers import TrainerCallback
 
-    from experiments.train.common import save_model_atomic
-    from experiments.train.sft import train_sft
-    from policies.llm.models import load_model
-    from policies.llm.teachers import DistillConfig, FilterConfig, distill, make_teacher, reflect_samples, to_records
+    class _Curve(TrainerCallback):
+        """Every ``every`` optimizer steps (and at the start and the end),
+        the held-out NDCG@10 of validation decisions through the evaluation
+        code path, appended to ``path`` (step, examples, metric)."""
 
-    out = Path(cfg.out)
-    began = time.perf_counter()
-    model, tok = load_model(cfg.model.name, dtype=cfg.model.dtype, threads=cfg.threads or None, seed=cfg.data.seed)
-    teacher = make_teacher(cfg.distill.teacher, seed=cfg.data.seed)
-    ctx = prepare(cfg)
-    rng = np.random.default_rng([cfg.data.seed, 1])
-    split = ctx.split.interactions
-    all_users = np.unique(split["user"].to_numpy(np.int64))
-    users = np.sort(rng.choice(all_users, size=min(cfg.distill.train_users, len(all_users)), replace=False))
-    states = offline_states(ctx.world.dataset, ctx.world.simulator, split, users, cfg.protocol, rng)
-    samples = teacher_samples(ctx.world.dataset, ctx.evidence, states)
-    tcfg = DistillConfig(max_rethinks=cfg.distill.rethink, filter=FilterConfig(min_ndcg=cfg.distill.min_ndcg), prompt=ctx.renderer.prompt_cfg)
-    ranked = distill(teacher, samples, "rank", tcfg)
-    n_reflect = int(round(cfg.distill.reflect_fraction * len(samples)))
-    reflected = None
-    if n_reflect:
-        # the agent's own prediction before feedback: the genre agent's order (a plausible, imperfect guess)
-        guess = ctx.evidence.table(states.batch).scores["genre"] if ctx.evidence is not None else rng.random(states.utilities.shape)
-        predicted = np.argsort(-guess[:n_reflect], axis=1, kind="stable")
-        reflected = distill(teacher, reflect_samples(samples[:n_reflect], predicted), "reflect", tcfg)
-    reflect = reflected.traces if reflected else []
-    if not ranked.traces + reflect:
-        raise ConfigError(f"the {cfg.distill.teacher!r} teacher produced no trace that passed the filter: {ranked.stats}")
-    think = _share(ranked.traces, rng, cfg.distill.think_fraction)
-    fast = _fast_records(ctx, _share(ranked.traces, rng, cfg.distill.fast_fraction))
-    records = [{"prompt": r["prompt"], "completion": r["completion"]} for r in to_records(think + reflect)] + fast
-    order = rng.permutation(len(records))
-    train_ds = datasets.Dataset.from_list([records[i] for i in order])
-    used = split[split["user"].isin(users)]
-    save_model_atomic(model, tok, out / "base")
-    facts = {
-        "teacher": cfg.distill.teacher,
-        "model": cfg.model.name,
-        "users": int(len(users)),
-        "states": int(len(states)),
-        "rank": ranked.stats,
-        "reflect": reflected.stats if reflected else None,
-        "examples": len(train_ds),
-        "examples_by_format": {"think": len(think), "reflect": len(reflect), "fast": len(fast)},
-        "train_interactions_used": int(len(used)),
-        "train_interactions_total": int(len(split)),
-        "data_fraction": len(used) / max(1, len(split)),
-        # what the prompts actually show: each state's target plus its last max_history items
-        "prompt_interactions": int(np.minimum((states.batch.history != PAD).sum(axis=1), cfg.prompt.max_history).sum() + len(states)),
-        "sft": train_sft(cfg, model, tok, train_ds, out / "sft"),
-    }
-    facts["seconds"] = round(time.perf_counter() - began, 2)
-    if is_main_process():
-        write_json(out / "distill.json", facts)
-        print(f"distill: {facts['examples']} SFT examples from {facts['users']} users "
-              f"({100 * facts['data_fraction']:.1f}% of training interactions), {facts['sft']['steps']} steps, {facts['seconds']}s")
-    return facts
+        def __init__(self, every: int, per_step: int, path: Path) -> None:
+            self.every, self.per_step, self.path = every, per_step, Path(path)
+            self.rows: list[dict] = []
+
+        def measure(self, model: Any) -> dict:
+            raise NotImplementedError
+
+        def _log(self, state: Any, model: Any) -> None:
+            if not state.is_world_process_zero or any(r["step"] == state.global_step for r in self.rows):
+                return
+            was_training = model.training
+            model.eval()
+            self.rows.append({"step": state.global_step, "examples": state.global_step * self.per_step, **self.measure(model)})
+            if was_training:
+                model.train()
+            write_csv(self.path, self.rows)
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            self.rows = [r for r in _read_rows(self.path) if r["step"] <= state.global_step]
+            self._log(state, model)
+
+        def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            if state.global_step % self.every == 0:
+                self._log(state, model)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
+            self._log(state, model)
+
+    return _Curve
 
 
+def JudgeCurve(ctx: Context, decisions: Decisions, tokenizer: Any, path: Path, every: int, per_step: int) -> Any:
+    """SFT learning curve: held-out NDCG@10 of the judge with no memory."""
+    import torch
+
+    class JudgeCurveCallback(_curve_callback_class()):
+        def measure(self, model: Any) -> dict:
+            with torch.no_grad():
+                agent = live_agent(ctx, model, tokenizer, decisions, reflect=False)
+                scores = agent.score(decisions.batch)
+            return {"ndcg@10": ndcg_at_10(scores, decisions.target_pos)}
+
+    return JudgeCurveCallback(every, per_step, path)
+
+
+def write_csv(path: Path, rows: list[dict]) -> None:
+    import csv
+    import io
+
+    from experiments.report import atomic_write
+
+    columns = list(dict.fromkeys(k for r in rows for k in r))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(Path(path), lambda fh: fh.write(buf.getvalue().encode()))
+
+
+def _read_rows(path: Path) -> list[dict]:
+    return [{k: float(v) if k != "step" else int(float(v)) for k, v in r.items()} for r in read_csv(path)]
+
+
+# ------------------------------------------------------------------------ RL
 class FollowupRanker:
-    """Ranks each reflect row's follow-up decision with the new description, by
-    the current policy's scoring path (one forward pass per prompt), and
-    keeps the best descriptions in a :class:`MemoryBank`."""
+    """Ranks each note row's follow-up decision with the rewritten note, by the
+    current policy's judgement slots (one forward pass per prompt)."""
 
-    def __init__(self, renderer: PromptRenderer, bank: MemoryBank) -> None:
-        self.renderer = renderer
-        self.bank = bank
+    def __init__(self, judge_config: Any) -> None:
+        self.judge_config = judge_config
         self.backend = None
+        self.encoder = None
 
     def bind(self, trainer: Any) -> None:
         from policies.llm.backend import LLMBackend
+        from policies.llm.judge import JudgeEncoder
 
-        self.backend = LLMBackend(trainer.model, trainer.processing_class, batch_size=8)
+        args = trainer.args
+        self.backend = LLMBackend(trainer.model, trainer.processing_class, batch_size=8,
+                                  bf16=bool(getattr(args, "bf16", False)))
+        self.encoder = JudgeEncoder(trainer.processing_class, self.judge_config)
 
     def __call__(self, rows: list[int], memories: list[str], columns: dict) -> list[list[int]]:
         if self.backend is None:
             raise RuntimeError("FollowupRanker used before bind(trainer)")
-        chats, options = [], []
+        prompts = []
         for i, memory in zip(rows, memories):
-            state = json.loads(columns["state"][i])
-            chats.append(self.renderer.rank_prompt(view_from_json(state["view"]), memory, state["evidence"]))
-            options.append([" " + cid for cid in columns["candidate_ids"][i]])
-        logp = self.backend.score_options(chats, options, prefix=RANK_PREFIX, agent="memory-reward", mode="score")
-        return [list(np.argsort(-s, kind="stable")) for s in logp]
+            messages = json.loads(columns["state"][i])["messages"]
+            messages = [{**m, "content": m["content"].replace(NOTE_SLOT, memory or "(none yet)")} for m in messages]
+            prompts.append(self.encoder.encode(messages))
+        scores = self.backend.score_slots(prompts, self.encoder.answer_ids, agent="memory-reward", mode="judge")
+        return [list(np.argsort(-s, kind="stable")) for s in scores]
 
 
-def prompt_stream(ctx: Context, seed: int, bank: MemoryBank) -> Iterator[dict]:
-    """Endless RL rows from the live simulation (or the training split), formats mixed."""
-    from experiments.evaluate import make_env
-    from policies.base import PolicyContext
-    from policies.registry import make_policy
-
-    rl = ctx.cfg.rl
+def prompt_stream(ctx: Context, seed: int, bank: MemoryBank, builder: RowBuilder) -> Iterator[dict]:
+    """Endless GRPO rows: the reflection steps of warm-up walks over fresh
+    training decisions. A step after the first continues from the best note
+    the policy wrote at the step before (the :class:`MemoryBank`), else from
+    the oracle's note."""
     rng = np.random.default_rng([seed, 2])
-    ds = ctx.world.dataset
-
-    def modes(n: int, allow_reflect: bool) -> np.ndarray:
-        u = rng.random(n)
-        reflect = allow_reflect & (u < rl.reflect_fraction)
-        fast = ~reflect & (u < rl.reflect_fraction + rl.fast_fraction)
-        return np.where(reflect, "reflect", np.where(fast, "fast", "think"))
-
-    if rl.source == "online":
-        env = make_env(ctx.cfg, ctx.world)
-        pool = np.setdiff1d(np.arange(ds.n_users), ctx.eval_users)
-        if not len(pool):
-            raise ConfigError("every user is an evaluation user: no one is left for online RL (lower protocol.users)")
-        agents = np.sort(rng.choice(pool, size=min(env.n_agents, len(pool)), replace=False))
-        behaviour = make_policy("genre", PolicyContext(ds, seed=seed))
-        behaviour.fit(ctx.split)
-        for before, predicted, (chosen, rating), after in online_transitions(env, behaviour, seed, agents):
-            mode = modes(len(before), True)
-            memories = [bank.get(u) for u in before.batch.users]
-            rank = np.flatnonzero(mode != "reflect")
-            refl = np.flatnonzero(mode == "reflect")
-            rows = ctx.renderer.rank_rows(before.take(rank), [memories[i] for i in rank], list(mode[rank]))
-            rows += ctx.renderer.reflect_rows(
-                before.take(refl), predicted[refl], chosen[refl], rating[refl], after.take(refl), [memories[i] for i in refl]
-            )
-            yield from rows
-    else:
-        interactions = ctx.split.interactions
-        users = np.unique(interactions["user"].to_numpy(np.int64))
-        while True:
-            pick = np.sort(rng.choice(users, size=min(32, len(users)), replace=False))
-            states = offline_states(ds, ctx.world.simulator, interactions, pick, ctx.cfg.protocol, rng)
-            yield from ctx.renderer.rank_rows(states, [bank.get(u) for u in states.batch.users], list(modes(len(states), False)))
+    users, _ = split_users(ctx, np.random.default_rng([ctx.cfg.data.seed, 1]), ctx.cfg.distill.train_users, ctx.cfg.distill.val_users)
+    if not len(users):
+        raise ConfigError("no training user is left for RL (lower distill.val_users or protocol.users)")
+    while True:
+        pick = np.sort(rng.choice(users, size=min(16, len(users)), replace=False))
+        decisions = decisions_for(ctx, pick, rng)
+        for step in builder.note_steps(decisions):
+            before = bank.get(f"{step['user']}:{step['decision']}:{step['step'] - 1}") if step["step"] else ""
+            yield note_prompt_row(step, note_before=before or None)
 
 
 def run_rl(cfg: RunConfig) -> dict:
-    """Stage 2: GRPO on live prompts from the SFT model (``rl/``) and, when the
+    """Stage 2: GRPO on the notes from the SFT model (``rl/``) and, when the
     ``starec-rl-only`` row is configured, from the base model (``rl-only/``)."""
     out = Path(cfg.out)
     starts = {"rl": out / "sft" / "model"}
@@ -276,37 +375,59 @@ def run_rl(cfg: RunConfig) -> dict:
 def train_rl(ctx: Context, start: Path, name: str) -> dict:
     """One GRPO run from ``start`` into ``cfg.out/name``; every reward term is logged on its own."""
     from datasets import IterableDataset
+    from transformers import AutoTokenizer
 
+    from experiments.train.common import quiet_terminal
     from experiments.train.grpo import train_grpo
     from reward.shaping import build_reward_funcs
 
+    quiet_terminal()
     cfg, out = ctx.cfg, Path(ctx.cfg.out)
     bank = MemoryBank()
-    ranker = FollowupRanker(ctx.renderer, bank)
+    ranker = FollowupRanker(cfg.judge)
+    tokenizer = AutoTokenizer.from_pretrained(str(start))
+    builder = row_builder(ctx, tokenizer)
     try:
-        funcs, weights = build_reward_funcs(
-            cfg.reward,
-            followup_ranker=ranker if cfg.reward.memory else None,
-            respond=simulator_responder(ctx.world.simulator),
-            record_memory=bank.record,
-            seed=cfg.data.seed,
-        )
+        funcs, weights = build_reward_funcs(cfg.reward, followup_ranker=ranker if cfg.reward.memory else None,
+                                            record_memory=bank.record, seed=cfg.data.seed)
     except ValueError as err:
         raise ConfigError(f"[reward]: {err}") from None
-    stream = IterableDataset.from_generator(_generate, gen_kwargs={"ctx": [ctx], "seed": cfg.data.seed, "bank": [bank]})
-    facts = train_grpo(cfg, start, stream, funcs, weights, out / name, on_trainer=ranker.bind)
+    stream = IterableDataset.from_generator(_generate, gen_kwargs={"ctx": [ctx], "seed": cfg.data.seed, "bank": [bank],
+                                                                   "builder": [builder]})
+    callbacks = []
+    if cfg.rl.eval_steps and cfg.rl.val_prompts:
+        _, val_users = split_users(ctx, np.random.default_rng([cfg.data.seed, 1]), cfg.distill.train_users, cfg.distill.val_users)
+        val = decisions_for(ctx, val_users[: cfg.rl.val_prompts], np.random.default_rng([cfg.data.seed, 3]))
+        callbacks.append(WarmCurve(ctx, val, tokenizer, out / name / "curve.csv", cfg.rl.eval_steps, cfg.rl.prompts_per_step))
+    facts = train_grpo(cfg, start, stream, funcs, weights, out / name, on_trainer=ranker.bind, callbacks=callbacks)
     if facts.get("resumed_from") != "finished":
         facts["memories_written"] = len(bank.memories)
     if is_main_process():
         write_json(out / f"{name}.json", facts)
         write_reward_curves(read_csv(out / name / "metrics.csv"), out / name / "rewards.png", f"GRPO reward terms ({name})")
+        write_learning_curves(out)
         print(f"rl ({name}): {facts['steps']} GRPO steps in {facts['seconds']}s, reward {facts['first_reward']} -> {facts['last_reward']}")
     return facts
 
 
-def _generate(ctx: list, seed: int, bank: list):
+def WarmCurve(ctx: Context, decisions: Decisions, tokenizer: Any, path: Path, every: int, per_step: int) -> Any:
+    """GRPO learning curve: held-out NDCG@10 of the full agent - warm-up walk
+    with the policy's own notes, then the judge reading the final note."""
+    import torch
+
+    class WarmCurveCallback(_curve_callback_class()):
+        def measure(self, model: Any) -> dict:
+            with torch.no_grad():
+                agent = live_agent(ctx, model, tokenizer, decisions, reflect=True)
+                scores = agent.score(decisions.batch)
+            return {"ndcg@10": ndcg_at_10(scores, decisions.target_pos)}
+
+    return WarmCurveCallback(every, per_step, path)
+
+
+def _generate(ctx: list, seed: int, bank: list, builder: list):
     # objects come wrapped in one-element lists: datasets treats list kwargs as shards
-    yield from prompt_stream(ctx[0], seed, bank[0])
+    yield from prompt_stream(ctx[0], seed, bank[0], builder[0])
 
 
 # ---------------------------------------------------------------- evaluation
@@ -314,12 +435,14 @@ def trained_rows(cfg: RunConfig) -> tuple[RunConfig, dict[str, Callable]]:
     """The run config with each trained row's model folder filled in, and
     factories for the configured rows backed by training outputs.
 
-    ``starec`` (SFT + RL), ``starec-sft``, ``starec-rl-only`` rank with
-    ``[model] ranking`` and reflect after feedback; ``starec-noreflect`` is
-    the RL student with plain history appending; ``teacher`` is the
-    distillation teacher ranking through its own interface. A row whose
-    ``[policy.<row>]`` table names a ``model`` uses that model instead.
-    Missing or broken folders are reported before any evaluation starts.
+    ``starec`` (SFT + RL), ``starec-sft``, ``starec-rl-only`` and
+    ``starec-base`` (the untrained student) rank with ``[model] ranking``
+    and reflect (warm-up walks, then after every online feedback);
+    ``starec-noreflect`` is the RL student with the walked items as plain
+    history lines instead; ``teacher`` is the distillation teacher. A row
+    whose ``[policy.<row>]`` table names a ``model`` uses that model
+    instead. Missing or broken folders are reported before any evaluation
+    starts. Warm-up memories are cached and logged in ``<out>/memories``.
     """
     out = Path(cfg.out)
     factories: dict[str, Callable] = {}
@@ -330,39 +453,39 @@ def trained_rows(cfg: RunConfig) -> tuple[RunConfig, dict[str, Callable]]:
             continue
         table = tables.setdefault(row, {})
         if "model" not in table:
-            folder = out / TRAINED_ROWS[row] / "model"
+            folder = out / TRAINED_ROWS[row] / "model" if TRAINED_ROWS[row] != "base" else out / "base"
             check_model_dir(folder, what=f"model of row {row!r} (run --stage distill and --stage rl first)")
             table["model"] = str(folder)
-        factories[row] = _student_factory(cfg.model.ranking, reflect=row != "starec-noreflect")
+        table.setdefault("memory_dir", str(out / "memories"))
+        factories[row] = _student_factory(cfg.model.ranking, noreflect=row == "starec-noreflect")
     return replace(cfg, policy=tables), factories
 
 
-def _student_factory(ranking: str, reflect: bool) -> Callable:
+def _student_factory(ranking: str, noreflect: bool) -> Callable:
     def make(ctx: Any) -> Any:
         from policies.llm.agents import LLMAgent, LLMAgentConfig
 
-        return LLMAgent(ctx, LLMAgentConfig.from_options(ctx.options), ranking=ranking, reflect=reflect)
+        return LLMAgent(ctx, LLMAgentConfig.from_options(ctx.options), ranking=ranking, reflect=not noreflect,
+                        append_history=noreflect)
 
     return make
 
 
 class TeacherPolicy(Policy):
-    """The distillation teacher as a policy: it answers the student's
-    think-first ranking prompt for each user, and its parsed order is the
-    ranking. Privileged (the oracle teacher reads true utilities), so it is
-    an upper bound when the teacher is the oracle."""
+    """The distillation teacher as a policy: what it teaches the student.
+    The oracle teaches the simulator's choice distribution, so it ranks by
+    the choice logits (an upper bound); an LLM teacher answers the
+    think-first ranking prompt and its parsed order is the ranking."""
 
     def __init__(self, ctx: Any, cfg: RunConfig) -> None:
         from policies.llm.evidence import EvidenceBuilder, EvidenceConfig
-        from policies.llm.teachers import make_teacher
 
         self.name = "teacher"
         self.upper_bound = cfg.distill.teacher == "oracle"
         self.ctx = ctx
         self.cfg = cfg
-        self.teacher = make_teacher(cfg.distill.teacher, seed=ctx.seed)
         self.evidence = EvidenceBuilder(ctx, EvidenceConfig(enabled=cfg.prompt.evidence))
-        self.renderer = PromptRenderer(ctx.dataset, cfg, self.evidence if cfg.prompt.evidence else None)
+        self.teacher = None
         self.calls = 0
 
     def fit(self, split: Any) -> None:
@@ -370,14 +493,39 @@ class TeacherPolicy(Policy):
 
     def score(self, batch: Any) -> np.ndarray:
         from policies.llm.parsing import parse_ranking
+        from policies.llm.teachers import make_teacher
 
-        util = np.asarray(self.ctx.simulator.utility(batch.users, batch.candidates), dtype=np.float64)
-        states = States(batch, util.argmax(axis=1), util)
-        samples = teacher_samples(self.ctx.dataset, self.evidence if self.cfg.prompt.evidence else None, states)
-        chats = [s.prompt("rank", self.renderer.prompt_cfg) for s in samples]
+        choice = np.asarray(self.ctx.simulator.choice_logit(batch.users, batch.candidates), dtype=np.float64)
+        self.calls += len(batch)
+        if self.cfg.distill.teacher == "oracle":
+            return choice
+        self.teacher = self.teacher or make_teacher(self.cfg.distill.teacher, seed=self.ctx.seed)
+        samples = teacher_samples(self.ctx.dataset, self.evidence if self.cfg.prompt.evidence else None,
+                                  States(batch, choice.argmax(axis=1), choice))
+        chats = [s.prompt("rank") for s in samples]
         texts = self.teacher.generate("rank", samples, chats, [None] * len(samples))
-        self.calls += len(texts)
         return np.stack([parse_ranking(t, s.ids, expect_think=True).scores() for t, s in zip(texts, samples)])
 
     def stats(self) -> dict:
         return {"teacher": self.cfg.distill.teacher, "teacher_calls": self.calls}
+
+
+def probe_memory(cfg: RunConfig, factory: Callable) -> dict:
+    """The memory probe of :mod:`experiments.memory_probe` for the ``starec`` row,
+    on the first seed's first ``cfg.probe_users`` evaluation users."""
+    from experiments.evaluate import load_world
+    from experiments.memory_probe import memory_probe
+    from policies.base import PolicyContext
+    from policies.llm.teachers import TasteNotes
+    from starec_env.protocol import LeaveOneOut
+
+    world = load_world(cfg)
+    p = cfg.protocol
+    protocol = LeaveOneOut(world.dataset, n_negatives=p.negatives, n_users=p.users, history_len=p.history_len,
+                           positive_threshold=p.positive_threshold, seed=cfg.seeds[0])
+    policy = factory(PolicyContext(world.dataset, seed=cfg.seeds[0], options=cfg.policy_options("starec")))
+    policy.name = "starec"
+    policy.fit(protocol.split)
+    notes = TasteNotes(world.dataset, world.simulator.utility, description_words=cfg.judge.description_words,
+                       noun=cfg.judge.noun, seed=cfg.data.seed)
+    return memory_probe(policy, protocol, notes, cfg.probe_users, "starec")

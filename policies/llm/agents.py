@@ -7,16 +7,23 @@ other policy. What differs is how they think:
 ==================  ===========================================================
 ``llmrank``         zero-shot LLMRank-style ranker: history + candidates, one
                     generated ranking, no memory, no evidence.
-``starec``          fast thinking (generated ranking without reasoning) each
-                    step + slow thinking after feedback (reflection rewrites
-                    the preference description in memory).
-``starec-fast``     the no-generation scoring path only: one batched forward
-                    pass ranks by the log-likelihood of each candidate id.
+``starec``          fast thinking as judgement slots (one forward pass scores
+                    every candidate, :mod:`policies.llm.judge`) + slow
+                    thinking: a reflection rewrites the preference memory
+                    after feedback, and warms it up over the user's last
+                    interactions before the first ranking.
+``starec-noreflect`` the paper's "without self-reflection" ablation: the
+                    walked interactions become plain history lines.
+``starec-fast``     judgement slots only, no memory updates.
 ``starec-slow``     chain-of-thought ranking every step + reflection.
-``starec-adaptive`` scoring path, and slow CoT ranking only where the fast
-                    path is unsure (small probability margin between its top
-                    two), within a budget (share of decisions) + reflection.
+``starec-adaptive`` judgement slots, and slow CoT ranking only where the fast
+                    scores are unsure (small probability margin between the
+                    top two), within a budget (share of decisions) + reflection.
 ==================  ===========================================================
+
+``[model] ranking`` may also select the older generated ranking
+(``generate``) or the first-identifier likelihood of a ``Ranking:`` answer
+(``score``), e.g. to compare formulations.
 
 Options come from ``PolicyContext.options`` (see :class:`LLMAgentConfig`);
 unknown keys are ignored because the CLI hands one option table to every
@@ -35,15 +42,18 @@ import torch
 from policies.base import Policy, PolicyContext
 from policies.llm.backend import LLMBackend, get_backend
 from policies.llm.evidence import EvidenceBuilder, EvidenceConfig
+from policies.llm.judge import HistoryMode, JudgeConfig, JudgeEncoder, evidence_text, shown_history
 from policies.llm.memory import MemoryConfig, MemoryStore
 from policies.llm.parsing import ParsedRanking, parse_ranking, parse_reflection
 from policies.llm.prompts import PromptConfig, candidate_ids, render_llmrank_prompt, render_rank_prompt, render_reflect_prompt
+from policies.llm.warmup import MemoryCache, WarmupConfig, Walk, cache_settings, plan_walk, step_batch
+from policies.options import takes
 from starec_env.text import AgentTextView, text_view
 from starec_env.types import Feedback, RankingBatch, TrainSplit
 
 _INSTANCES = itertools.count()  # numbers agent instances for cost accounting
 
-Ranking = Literal["generate", "score", "slow", "adaptive"]
+Ranking = Literal["judge", "generate", "score", "slow", "adaptive"]
 #: Prompts averaged for the calibration prior, and the seed stream they draw from.
 CALIBRATION_PROMPTS = 8
 CALIBRATION_STREAM = 7
@@ -66,6 +76,12 @@ class LLMAgentConfig:
     the model was loaded earlier), ``None`` = automatic. ``prompt`` holds the
     prompt contents: the fast/scoring prompt is compact by default, slow
     thinking gets the full context (see :class:`~policies.llm.prompts.PromptConfig`).
+    ``judge`` shapes the judgement-slot prompt of ``ranking="judge"``
+    (:mod:`policies.llm.judge`), ``warmup`` the memory warm-up before a
+    user's first ranking (:mod:`policies.llm.warmup`), whose memories are
+    cached and logged in ``memory_dir`` when given (walks drawn with
+    ``walk_seed``, the world's seed). ``precision``: "auto"
+    computes in bf16 where the hardware does so natively, else fp32.
     """
 
     model: str = "smollm2-135m"
@@ -80,17 +96,21 @@ class LLMAgentConfig:
     slow_budget: float = 0.25
     dtype: str | None = None
     threads: int | None = None
+    precision: str = "auto"
+    memory_dir: str | None = None
+    walk_seed: int = 0
     memory: MemoryConfig = field(default_factory=MemoryConfig)
     prompt: PromptConfig = field(default_factory=PromptConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    warmup: WarmupConfig = field(default_factory=WarmupConfig)
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "LLMAgentConfig":
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in options.items() if k in known}
-        if isinstance(values.get("memory"), dict):
-            values["memory"] = MemoryConfig.from_dict(values["memory"])
-        if isinstance(values.get("prompt"), dict):
-            values["prompt"] = PromptConfig.from_dict(values["prompt"])
+        for key, kind in (("memory", MemoryConfig), ("prompt", PromptConfig), ("judge", JudgeConfig), ("warmup", WarmupConfig)):
+            if isinstance(values.get(key), dict):
+                values[key] = kind.from_dict(values[key])
         config = cls(**values)
         if not 0.0 <= config.slow_budget <= 1.0:
             raise ValueError(f"slow_budget must be a share in [0, 1], got {config.slow_budget}")
@@ -109,6 +129,8 @@ class _Counters:
     repairs: dict[str, int] = field(default_factory=dict)
     reflections: int = 0
     reflect_format_failures: int = 0
+    warmed_users: int = 0
+    warm_cache_hits: int = 0
 
     def add_parse(self, parsed: ParsedRanking) -> None:
         self.parsed += 1
@@ -125,6 +147,8 @@ class _Counters:
             "format_failures": self.format_failures,
             "reflections": self.reflections,
             "reflect_format_failures": self.reflect_format_failures,
+            "warmed_users": self.warmed_users,
+            "warm_cache_hits": self.warm_cache_hits,
         }
         out.update({f"repairs_{k}": v for k, v in sorted(self.repairs.items())})
         return out
@@ -134,8 +158,12 @@ class LLMAgent(Policy):
     """Shared machinery: text views, evidence, batched ranking, accounting.
 
     ``ranking`` picks how candidates are ranked; ``reflect`` turns on slow
-    memory updates in :meth:`observe`; ``use_memory=False`` (the zero-shot
-    ranker) means no memory, no profile and no evidence in its prompts.
+    memory updates in :meth:`observe` (and, for ``judge`` ranking, the memory
+    warm-up before a user's first ranking); ``use_memory=False`` (the
+    zero-shot ranker) means no memory, no profile and no evidence in its
+    prompts. ``append_history`` is the paper's "without self-reflection"
+    ablation: the items a reflecting agent would have walked are shown as
+    plain history lines instead, so both see the same information.
     """
 
     def __init__(
@@ -146,6 +174,7 @@ class LLMAgent(Policy):
         ranking: Ranking,
         reflect: bool,
         use_memory: bool = True,
+        append_history: bool = False,
         backend: LLMBackend | None = None,
     ) -> None:
         self.ctx = ctx
@@ -154,9 +183,14 @@ class LLMAgent(Policy):
         self.ranking = ranking
         self.reflect = reflect
         self.use_memory = use_memory
+        self.append_history = append_history
         self.backend = backend or get_backend(
-            config.model, dtype=config.dtype, threads=config.threads, batch_size=config.batch_size, seed=ctx.seed
+            config.model, dtype=config.dtype, threads=config.threads, batch_size=config.batch_size, seed=ctx.seed,
+            precision=config.precision,
         )
+        self.judge = JudgeEncoder(self.backend.tokenizer, config.judge) if ranking in ("judge", "adaptive") else None
+        self._descriptions = ctx.dataset.items["description"].to_numpy()
+        self._cache: MemoryCache | None = None
         self.memory = MemoryStore(config.memory)
         self.evidence = EvidenceBuilder(ctx, EvidenceConfig(enabled=config.evidence and use_memory))
         self.counters = _Counters()
@@ -180,23 +214,37 @@ class LLMAgent(Policy):
     def score(self, batch: RankingBatch) -> np.ndarray:
         if len(batch) == 0:
             return np.zeros(batch.candidates.shape, dtype=np.float64)
+        if self.judge is not None:
+            if self.reflect and self.use_memory and self.config.warmup.steps:
+                self._warm_up(batch)
+            views = self._views(batch)
+            scores = self._judge_scores(batch, views, "judge")
+            if self.ranking == "adaptive":
+                scores = self._think_when_unsure(scores, views, self.evidence.lines(batch))
+            self.counters.decisions += len(batch)
+            self._remember_orders(batch, scores)
+            return scores
         views = self._views(batch)
         evidence = self.evidence.lines(batch) if self.use_memory else None
         if self.ranking == "score":
             scores = self._score_path(views, evidence)
-        elif self.ranking == "adaptive":
-            scores = self._adaptive(views, evidence)
         else:
             scores = self._generate_path(views, evidence, slow=self.ranking == "slow")
         self.counters.decisions += len(batch)
+        self._remember_orders(batch, scores)
+        return scores
+
+    def _remember_orders(self, batch: RankingBatch, scores: np.ndarray) -> None:
         for user, cands, row in zip(batch.users, batch.candidates, scores):
             self._last_order[int(user)] = (tuple(int(c) for c in cands), list(np.argsort(-row, kind="stable")))
-        return scores
 
     def observe(self, batch: RankingBatch, feedback: Feedback) -> None:
         """Slow thinking after feedback: reflect on prediction vs. actual choice
         and rewrite each user's preference description (bounded)."""
         if not (self.reflect and self.use_memory and len(batch)):
+            return
+        if self.ranking == "judge":
+            self._observe_notes(batch, feedback)
             return
         chats, users, fallbacks = [], [], []
         for row, view in enumerate(self._views(batch)):
@@ -249,6 +297,148 @@ class LLMAgent(Policy):
                 view = dataclasses.replace(view, history=list(memory.history))
             views.append(view)
         return views
+
+    # ------------------------------------------------ judgement slots (judge)
+    @property
+    def history_mode(self) -> HistoryMode:
+        if self.append_history:
+            return "append"
+        return "memory" if self.reflect and self.use_memory else "plain"
+
+    def _shown_history(self, view: AgentTextView) -> tuple[list, list[str]]:
+        """The history lines of a judge prompt and their descriptions (see
+        :func:`policies.llm.judge.shown_history`)."""
+        rows = list(view.history)
+        items = list(view.history_items)[-len(rows):] if rows else []
+        take = shown_history(len(rows), self.history_mode, self.config.judge.history, self.config.warmup.steps)
+        descriptions = [str(d) for d in self._descriptions[items[take]]] if len(items) == len(rows) else []
+        return rows[take], descriptions
+
+    def _judge_scores(self, batch: RankingBatch, views: list[AgentTextView], mode: str) -> np.ndarray:
+        """One forward pass per user: every candidate's judgement-slot score."""
+        ranks = self.evidence.table(batch).ranks if self.evidence.config.enabled else None
+        prompts = []
+        for row, view in enumerate(views):
+            rows, descriptions = self._shown_history(view)
+            preference = self.memory.get(view.user).preference if (self.use_memory and not self.append_history) else ""
+            evidence = evidence_text(ranks, row) if ranks else None
+            prompts.append(self.judge.encode(self.judge.messages(view, preference, evidence, rows, descriptions)))
+        scores = self.backend.score_slots(prompts, self.judge.answer_ids, agent=self.account, mode=mode)
+        return np.stack(scores)
+
+    def _reflect_notes(
+        self, views: list[AgentTextView], orders: list[list[int]], chosen: list[int | None], ratings: list[float | None], mode: str
+    ) -> list[str]:
+        """Slow thinking: one short reflection per user, batched; each user's
+        memory is rewritten (a malformed answer keeps the old memory, counted)."""
+        cfg = self.config
+        chats, fallbacks = [], []
+        for view, order, pick, rating in zip(views, orders, chosen, ratings):
+            memory = self.memory.get(view.user)
+            chats.append(self.judge.note_messages(
+                view, memory.preference, predicted=order, chosen=pick, rating=rating,
+                max_words=cfg.prompt.max_words, top=cfg.prompt.reflect_top,
+            ))
+            fallbacks.append(memory.preference)
+        texts, _ = self._generate(chats, cfg.warmup.max_new_tokens, mode)
+        cap = 4 * cfg.memory.max_preference_chars
+        out = []
+        for view, text, fallback in zip(views, texts, fallbacks):
+            parsed = parse_reflection(text, max_chars=cap, fallback=fallback)
+            self.counters.reflections += 1
+            self.counters.reflect_format_failures += int(parsed.source == "fallback")
+            self.memory.set_preference(view.user, parsed.preference)
+            out.append(self.memory.get(view.user).preference)
+        return out
+
+    def _observe_notes(self, batch: RankingBatch, feedback: Feedback) -> None:
+        """Online slow thinking of judge agents: reflect on each decision of ours."""
+        rows, orders, chosen, ratings = [], [], [], []
+        for row in range(len(batch)):
+            last = self._last_order.get(int(batch.users[row]))
+            if last is None or last[0] != tuple(int(c) for c in batch.candidates[row]):
+                continue
+            clicked = int(feedback.clicked[row])
+            where = np.flatnonzero(batch.candidates[row] == clicked) if clicked >= 0 else np.array([], dtype=int)
+            rows.append(row)
+            orders.append([int(i) for i in last[1]])
+            chosen.append(int(where[0]) if len(where) else None)
+            ratings.append(float(feedback.rating[row]) if len(where) else None)
+        if rows:
+            views = self._views(batch.take(np.array(rows)))
+            self._reflect_notes(views, orders, chosen, ratings, "reflect")
+
+    def score_with_notes(self, batch: RankingBatch, notes: list[str]) -> np.ndarray:
+        """Judge scores with the given note in each user's prompt instead of
+        the agent's own memory (the memory probe: does the ranking read it?)."""
+        if self.judge is None:
+            raise ValueError(f"score_with_notes needs judge ranking, not {self.ranking!r}")
+        views = self._views(batch)
+        saved = [self.memory.get(v.user).preference for v in views]
+        try:
+            for view, note in zip(views, notes):
+                self.memory.get(view.user).preference = note
+            return self._judge_scores(batch, views, "probe")
+        finally:
+            for view, note in zip(views, saved):
+                self.memory.get(view.user).preference = note
+
+    def memory_cache(self) -> MemoryCache:
+        """The warm-up memories of this agent's checkpoint and settings (in
+        ``memory_dir`` when configured, else in this process only)."""
+        if self._cache is None:
+            from policies.llm.models import TINY
+
+            cfg = self.config
+            settings = cache_settings(
+                cfg.model, self.ctx.seed if cfg.model == TINY else 0, cfg.warmup, cfg.walk_seed,
+                {"judge": dataclasses.asdict(cfg.judge), "max_words": cfg.prompt.max_words,
+                 "reflect_top": cfg.prompt.reflect_top, "temperature": cfg.temperature,
+                 "evidence": self.evidence.config.enabled, "max_preference_chars": cfg.memory.max_preference_chars},
+            )
+            self._cache = MemoryCache(cfg.memory_dir, settings)
+        return self._cache
+
+    def _warm_up(self, batch: RankingBatch) -> None:
+        """Walk each new user's last ``warmup.steps`` interactions before the
+        first ranking (see :mod:`policies.llm.warmup`); cached memories are reused."""
+        cache = self.memory_cache()
+        walks: list[Walk] = []
+        for row in range(len(batch)):
+            user = int(batch.users[row])
+            walk = plan_walk(self.dataset, user, batch.history[row], batch.history_ratings[row], self.config.warmup,
+                             self.config.walk_seed)
+            memory = self.memory.get(user)
+            if memory.warm_key == walk.key or not walk.items:
+                continue
+            cached = cache.get(walk)
+            if cached is not None:
+                self.memory.set_preference(user, cached["memory"])
+                memory.warm_key = walk.key
+                self.counters.warm_cache_hits += 1
+                continue
+            memory.preference = ""  # a walk starts from an empty memory
+            walks.append(walk)
+        if not walks:
+            return
+        logs: dict[int, list[dict]] = {w.user: [] for w in walks}
+        for step in range(max(len(w.candidates) for w in walks)):
+            active = [w for w in walks if step < len(w.candidates)]
+            sub = step_batch(active, step, batch.history.shape[1])
+            views = self._views(sub)
+            scores = self._judge_scores(sub, views, "warm_judge")
+            orders = [[int(i) for i in np.argsort(-row, kind="stable")] for row in scores]
+            chosen = [w.chosen[step] for w in active]
+            ratings = [w.ratings[step] for w in active]
+            notes = self._reflect_notes(views, orders, chosen, ratings, "warm_reflect")
+            for w, order, pick, note in zip(active, orders, chosen, notes):
+                logs[w.user].append({"item": int(w.candidates[step][pick]), "chosen_rank": order.index(pick) + 1,
+                                     "rating": w.ratings[step], "memory": note})
+        for w in walks:
+            memory = self.memory.get(w.user)
+            memory.warm_key = w.key
+            cache.put(w, logs[w.user], memory.preference)
+        self.counters.warmed_users += len(walks)
 
     def _rank_prompt(self, view: AgentTextView, evidence: list[str] | None, mode: str):
         if not self.use_memory:
@@ -336,10 +526,11 @@ class LLMAgent(Policy):
             self._prior[n] = np.mean(np.stack(logp), axis=0)
         return self._prior[n]
 
-    def _adaptive(self, views: list[AgentTextView], evidence: list[list[str]] | None) -> np.ndarray:
-        """Scoring path everywhere; slow CoT where the top-two probability margin
+    def _think_when_unsure(
+        self, scores: np.ndarray, views: list[AgentTextView], evidence: list[list[str]] | None
+    ) -> np.ndarray:
+        """Slow CoT ranking where the fast scores' top-two probability margin
         is below ``margin``, least sure first, within ``slow_budget``."""
-        scores = self._score_path(views, evidence)
         probs = np.exp(scores - scores.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
         top2 = -np.sort(-probs, axis=1)[:, :2]
@@ -348,6 +539,7 @@ class LLMAgent(Policy):
         unsure = np.flatnonzero(margin < self.config.margin)
         chosen = unsure[np.argsort(margin[unsure], kind="stable")][: max(0, allowed)]
         if len(chosen):
+            scores = scores.copy()
             sub_evidence = [evidence[i] for i in chosen] if evidence else None
             scores[chosen] = self._generate_path(
                 [views[i] for i in chosen], sub_evidence, slow=True, fallback=scores[chosen]
@@ -355,30 +547,43 @@ class LLMAgent(Policy):
         return scores
 
 
-def _make(ctx: PolicyContext, ranking: Ranking, reflect: bool, use_memory: bool = True) -> LLMAgent:
-    return LLMAgent(ctx, LLMAgentConfig.from_options(ctx.options), ranking=ranking, reflect=reflect, use_memory=use_memory)
+def _make(ctx: PolicyContext, ranking: Ranking, reflect: bool, use_memory: bool = True, append_history: bool = False) -> LLMAgent:
+    return LLMAgent(ctx, LLMAgentConfig.from_options(ctx.options), ranking=ranking, reflect=reflect,
+                    use_memory=use_memory, append_history=append_history)
 
 
+@takes(LLMAgentConfig)
 def make_llmrank(ctx: PolicyContext) -> Policy:
     """Zero-shot LLMRank-style baseline: same model, no memory, no evidence."""
     return _make(ctx, "generate", reflect=False, use_memory=False)
 
 
+@takes(LLMAgentConfig)
 def make_starec(ctx: PolicyContext) -> Policy:
-    """STARec: fast generated ranking each step, slow reflection after feedback."""
-    return _make(ctx, "generate", reflect=True)
+    """STARec: judgement-slot ranking (fast) and reflection that rewrites the
+    memory (slow), warmed up over each user's recent history."""
+    return _make(ctx, "judge", reflect=True)
 
 
+@takes(LLMAgentConfig)
+def make_starec_noreflect(ctx: PolicyContext) -> Policy:
+    """The "without self-reflection" ablation: what STARec would walk is shown as plain history lines."""
+    return _make(ctx, "judge", reflect=False, append_history=True)
+
+
+@takes(LLMAgentConfig)
 def make_starec_fast(ctx: PolicyContext) -> Policy:
-    """Fast thinking only, in its no-generation scoring form."""
-    return _make(ctx, "score", reflect=False)
+    """Fast thinking only: judgement slots, no memory updates."""
+    return _make(ctx, "judge", reflect=False)
 
 
+@takes(LLMAgentConfig)
 def make_starec_slow(ctx: PolicyContext) -> Policy:
     """Chain-of-thought ranking every step, plus reflection."""
     return _make(ctx, "slow", reflect=True)
 
 
+@takes(LLMAgentConfig)
 def make_starec_adaptive(ctx: PolicyContext) -> Policy:
-    """Scoring path, slow thinking only when unsure (budgeted), plus reflection."""
+    """Judgement slots, slow CoT ranking only when unsure (budgeted), plus reflection."""
     return _make(ctx, "adaptive", reflect=True)

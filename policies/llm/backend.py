@@ -50,6 +50,8 @@ class LLMBackend:
     bounds prompts, which are cut on the left when longer (and counted).
     ``keep_prefixes`` keeps shared-prompt-prefix KV caches across calls: only
     for frozen weights (a model being trained would read stale keys/values).
+    ``bf16`` runs every forward pass under bf16 autocast (for CPUs that
+    compute bf16 natively and for GPUs; see :func:`policies.llm.models.bf16_native`).
     """
 
     def __init__(
@@ -60,6 +62,7 @@ class LLMBackend:
         batch_size: int = 16,
         max_prompt_tokens: int | None = None,
         keep_prefixes: bool = False,
+        bf16: bool = False,
     ):
         self.model = model
         self.tokenizer = tokenizer
@@ -76,6 +79,7 @@ class LLMBackend:
         # transformers renamed ``past_key_values`` to ``cache`` (5.x); use what this version takes.
         self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
         self.keep_prefixes = keep_prefixes
+        self.bf16 = bf16
         self._prefixes: list[tuple[np.ndarray, object]] = []  # (token ids, KV cache), most recent last
         self._cached_tokens = 0
 
@@ -134,16 +138,17 @@ class LLMBackend:
                 cache.update(keys.expand(rows, *keys.shape[1:]), values.expand(rows, *values.shape[1:]), layer)
         return cache
 
-    def _shared_prefix(self, seqs: Sequence[Sequence[int]]) -> tuple[int, object]:
+    def _shared_prefix(self, seqs: Sequence[Sequence[int]], limit: int | None = None) -> tuple[int, object]:
         """``(n, cache)``: the first ``n`` tokens of every prompt are identical and
         ``cache`` holds their keys/values (``(0, None)`` when none is shared).
 
         A kept prefix is reused when it matches (also for a single prompt);
         otherwise the prompts' own common prefix is computed once and kept.
         Every prompt keeps at least one token of its own (its next-token
-        distribution is what the caller needs).
+        distribution is what the caller needs), and ``n`` never exceeds
+        ``limit`` (positions whose outputs the caller reads must be run).
         """
-        limit = min(len(s) for s in seqs) - 1
+        limit = min(min(len(s) for s in seqs) - 1, limit if limit is not None else 1 << 62)
         arrays = [np.asarray(s) for s in seqs]
         best, best_cache = 0, None
         for ids, cache in self._prefixes:
@@ -260,9 +265,10 @@ class LLMBackend:
         outputs: list[list[int]] = [[] for _ in seqs]
         scores: list[np.ndarray] = [np.zeros(0)] * len(seqs)
         for rows in self._chunks(seqs):
-            generated, first_logp = self._generate_batch(
-                [seqs[r] for r in rows], max_new_tokens, temperature, top_p, generator
-            )
+            with self.autocast():
+                generated, first_logp = self._generate_batch(
+                    [seqs[r] for r in rows], max_new_tokens, temperature, top_p, generator
+                )
             for i, (r, toks) in enumerate(zip(rows, generated)):
                 outputs[r] = toks
                 if first_ids is not None:
@@ -334,11 +340,12 @@ class LLMBackend:
         for rows in self._chunks(seqs):
             batch_opts = [opt_ids[r] for r in rows]
             single = all(len(t) == 1 for o in batch_opts for t in o)
-            cache, logp, mask, pos = self._prefill([seqs[r] for r in rows], keep_cache=not single)
-            if single:
-                scores = [logp[i, [t[0] for t in o]].cpu().numpy() for i, o in enumerate(batch_opts)]
-            else:
-                scores = self._score_long(cache, logp, mask, pos, batch_opts)
+            with self.autocast():
+                cache, logp, mask, pos = self._prefill([seqs[r] for r in rows], keep_cache=not single)
+                if single:
+                    scores = [logp[i, [t[0] for t in o]].cpu().numpy() for i, o in enumerate(batch_opts)]
+                else:
+                    scores = self._score_long(cache, logp, mask, pos, batch_opts)
             for r, s in zip(rows, scores):
                 result[r] = s.astype(np.float64)
         self._account(agent, mode, seqs, 0, start, truncated)
@@ -367,6 +374,64 @@ class LLMBackend:
             total = total + (follow * valid[:, 1:]).sum(1)
         total = total.view(rows, n_opt).cpu().numpy()
         return [total[i, : len(o)] for i, o in enumerate(batch_opts)]
+
+    @torch.inference_mode()
+    def score_slots(
+        self,
+        prompts: Sequence["JudgePrompt"],
+        answer_ids: tuple[int, int],
+        *,
+        agent: str = "default",
+        mode: str = "judge",
+    ) -> list[np.ndarray]:
+        """Judgement-slot scores (:mod:`policies.llm.judge`): for each prompt,
+        logit(yes) - logit(no) at each of its slot positions, from one forward
+        pass per prompt. The system-message prefix shared by all prompts is
+        run once (and kept across calls with ``keep_prefixes``)."""
+        from policies.llm.judge import answer_direction
+
+        start = self._begin_call()
+        too_long = [i for i, p in enumerate(prompts) if len(p.ids) > self.max_prompt_tokens]
+        if too_long:
+            raise ValueError(
+                f"{len(too_long)} judge prompt(s) exceed {self.max_prompt_tokens} tokens (first: "
+                f"{len(prompts[too_long[0]].ids)}); show fewer history items or candidates"
+            )
+        direction = answer_direction(self.model, answer_ids).float()
+        seqs = [p.ids for p in prompts]
+        result: list[np.ndarray] = [np.zeros(0)] * len(prompts)
+        with self.autocast():
+            for rows in self._chunks(seqs):
+                batch = [seqs[r] for r in rows]
+                first_slot = min(prompts[r].slots[0] for r in rows if prompts[r].slots) if any(prompts[r].slots for r in rows) else None
+                n, prefix = self._shared_prefix(batch, limit=first_slot)
+                self._cached_tokens += n * len(batch)
+                for r in rows:
+                    prompt = prompts[r]
+                    if not prompt.slots:
+                        continue
+                    cache = self._new_cache(prefix)
+                    out = self.model(
+                        input_ids=torch.tensor([prompt.ids[n:]], device=self.device),
+                        position_ids=torch.arange(n, len(prompt.ids), device=self.device)[None],
+                        output_hidden_states=True,
+                        logits_to_keep=1,
+                        use_cache=True,
+                        **{self._cache_kw: cache},
+                    )
+                    hidden = out.hidden_states[-1][0].float()
+                    at = torch.tensor(prompt.slots, device=self.device) - n
+                    result[r] = (hidden[at] @ direction).float().cpu().numpy().astype(np.float64)
+        self._account(agent, mode, seqs, 0, start, 0)
+        return result
+
+    def autocast(self):
+        """bf16 autocast when this backend computes in bf16 (see :func:`policies.llm.models.bf16_native`), else a no-op."""
+        import contextlib
+
+        if not self.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     # ------------------------------------------------------------ accounting
     def _account(self, agent: str, mode: str, seqs, completion_tokens: int, start: float, truncated: int) -> None:
@@ -425,15 +490,19 @@ def get_backend(
     device: str | None = None,
     batch_size: int = 16,
     seed: int = 0,
+    precision: str = "auto",
 ) -> LLMBackend:
     """A shared backend per model name, so several agents in one run load the
-    model once (their costs stay apart through the ``agent`` label)."""
-    from policies.llm.models import TINY, load_model
+    model once (their costs stay apart through the ``agent`` label).
+    ``precision`` "auto" computes in bf16 where the device does so natively
+    (:func:`policies.llm.models.use_bf16`), "bf16"/"fp32" force it."""
+    from policies.llm.models import TINY, load_model, use_bf16
 
-    key = (name, str(dtype), device, batch_size, seed if name == TINY else 0)  # only tiny's weights are seeded
+    key = (name, str(dtype), device, batch_size, seed if name == TINY else 0, precision)  # only tiny's weights are seeded
     if threads is not None and key in _BACKENDS and _BACKENDS[key].device.type == "cpu":
         torch.set_num_threads(threads)  # the CLI's --threads applies to a model loaded earlier too
     if key not in _BACKENDS:
         model, tokenizer = load_model(name, dtype=dtype, threads=threads, device=device, seed=seed)
-        _BACKENDS[key] = LLMBackend(model, tokenizer, batch_size=batch_size, keep_prefixes=True)
+        bf16 = use_bf16(precision, next(model.parameters()).device) and next(model.parameters()).dtype != torch.bfloat16
+        _BACKENDS[key] = LLMBackend(model, tokenizer, batch_size=batch_size, keep_prefixes=True, bf16=bf16)
     return _BACKENDS[key]

@@ -45,6 +45,8 @@ class UserMemory:
     preference: str = ""
     updates: int = 0
     truncations: int = 0
+    #: The warm-up walk this memory was built from (:attr:`policies.llm.warmup.Walk.key`).
+    warm_key: str = ""
 
 
 class MemoryStore:

