@@ -21,9 +21,11 @@ class OraclePolicy(Policy):
     """Scores = the simulator's truth for each candidate.
 
     ``rank_by="choice"`` (default) uses the logit the simulated user picks by
-    (utility over temperature plus item awareness, before position bias), the
-    ranking that maximises the chance of a click; ``"utility"`` uses the
-    preference alone, ignoring that users favour items they know.
+    (:meth:`UserSimulator.choice_logit`: utility over temperature plus item
+    awareness, before position bias), the ranking that maximises the chance of
+    a click; on real data that is the choice model fitted to what users
+    consumed. ``"utility"`` uses the preference alone, ignoring that users
+    favour items they know.
     """
 
     upper_bound = True
@@ -35,12 +37,8 @@ class OraclePolicy(Policy):
         self.rank_by = rank_by
 
     def score(self, batch: RankingBatch) -> np.ndarray:
-        utility = np.asarray(self.simulator.utility(batch.users, batch.candidates), dtype=np.float64)
-        if self.rank_by == "utility":
-            return utility
-        resp = self.simulator.response
-        appeal = resp.popularity_weight * np.asarray(resp.log_exposure, dtype=np.float64)
-        return utility / resp.temperature + appeal[batch.candidates]
+        truth = self.simulator.utility if self.rank_by == "utility" else self.simulator.choice_logit
+        return np.asarray(truth(batch.users, batch.candidates), dtype=np.float64)
 
 
 @dataclass(frozen=True)

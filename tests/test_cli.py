@@ -151,7 +151,7 @@ def test_stage_hook_and_fidelity(tiny_toml: Path, tmp_path: Path, capsys, monkey
     out = tmp_path / "fid"
     assert main(["--config", str(tiny_toml), "--stage", "fidelity", "--out", str(out)]) == 0
     report = json.loads((out / "fidelity.json").read_text())
-    assert "rating_hist" in report and '"rating_hist"' in capsys.readouterr().out
+    assert "rating_hist" in report and "heldout" in report and "held-out choices" in capsys.readouterr().out
 
 
 def test_shipped_configs_load() -> None:

@@ -74,7 +74,7 @@ def test_no_click_option_grows_with_its_logit(sim):
 def test_ratings_are_calibrated_to_the_data(world, sim, real_like, fitted):
     rng = np.random.default_rng(0)
     for ds, model in ((world, sim), (real_like, fitted)):
-        util = model.utility(ds.user_arr, ds.item_arr[:, None])[:, 0]
+        util = model.rating_utility(ds.user_arr, ds.item_arr[:, None])[:, 0]
         replay = rating_histogram(model.response.rate(util, rng))
         assert 0.5 * np.abs(np.subtract(replay, rating_histogram(ds.rating_arr))).sum() < 0.05
 
@@ -83,12 +83,12 @@ def test_fit_is_seeded_and_learns_the_truth(world, real_like, fitted):
     again = build_simulator(real_like, SimulatorConfig(fit_epochs=60), seed=0)
     np.testing.assert_array_equal(again.preference.user_emb, fitted.preference.user_emb)
     assert fitted.preference.source == "fitted"
-    # Unseen pairs get plausible values: fitted and true utilities agree on random pairs.
+    # Unseen pairs get plausible ratings: the rating model and the true utilities agree on random pairs.
     rng = np.random.default_rng(1)
     users = rng.integers(0, world.n_users, 2000)
     items = rng.integers(0, world.n_items, (2000, 1))
     true = world.meta["truth"].utility(users, items)[:, 0]
-    est = fitted.utility(users, items)[:, 0]
+    est = fitted.rating_utility(users, items)[:, 0]
     assert np.corrcoef(true, est)[0, 1] > 0.4
 
 
