@@ -217,7 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     encoder = JudgeEncoder(tok, cfg.judge)
     users = np.unique(ctx.split.interactions["user"].to_numpy(np.int64))
     picked = np.random.default_rng([cfg.data.seed, 9]).permutation(users)
-    val = build_items(cfg, ctx, decisions_for(ctx, np.sort(picked[: args.val_users]), np.random.default_rng(1)), tok, encoder)
+    val_decisions = decisions_for(ctx, np.sort(picked[: args.val_users]), np.random.default_rng(1))
+    val = build_items(cfg, ctx, val_decisions, tok, encoder)
+    references = reference_rows(ctx, val_decisions)
     train = build_items(cfg, ctx, decisions_for(ctx, np.sort(picked[args.val_users : args.val_users + args.train_users]),
                                                 np.random.default_rng(2)), tok, encoder)
     bf16 = use_bf16(cfg.model.precision, "cpu")
@@ -233,12 +235,27 @@ def main(argv: list[str] | None = None) -> int:
         writer.writerows(rows)
     plot(rows, out / "formulations.png")
     print(f"\nwrote {out / 'formulations.csv'} and {out / 'formulations.png'}")
+    print("same held-out decisions: " + ", ".join(f"{k} {100 * v:.1f}" for k, v in references.items()))
     for name in args.formulations.split(","):
         mine = [r for r in rows if r["formulation"] == name]
         rate = mine[-1]["tokens"] / max(mine[-1]["seconds"], 1e-9)
         print(f"{name:>10}: NDCG@10 {100 * mine[0]['ndcg@10']:.1f} -> {100 * mine[-1]['ndcg@10']:.1f} after "
               f"{mine[-1]['tokens']:,} tokens ({mine[-1]['examples']} decisions), {rate:.0f} training tokens/s")
     return 0
+
+
+def reference_rows(ctx: Any, decisions: Any) -> dict[str, float]:
+    """NDCG@10 of the rule-based agents and the oracle on the same held-out decisions."""
+    from policies.base import PolicyContext
+    from policies.registry import make_policy
+
+    out = {}
+    for name in ("pop", "genre", "itemknn"):
+        policy = make_policy(name, PolicyContext(ctx.world.dataset, seed=0))
+        policy.fit(decisions.split)
+        out[name] = float(ndcg_single(rank_of(policy.score(decisions.batch), decisions.target_pos), 10).mean())
+    out["oracle (upper bound)"] = float(ndcg_single(rank_of(decisions.choice, decisions.target_pos), 10).mean())
+    return out
 
 
 def plot(rows: list[dict], path: Path) -> None:

@@ -27,7 +27,7 @@ from policies.llm.judge import JudgeConfig
 from policies.llm.warmup import WarmupConfig
 from policies.options import PolicyOptionError, check_types
 from policies.registry import DEFAULT_POLICIES, available, check_policy_options, is_llm_policy, load_factory
-from reward.shaping import RewardConfig
+from reward.shaping import MEMORY_METRICS, RewardConfig
 from starec_env.configtools import read_toml
 from starec_env.data import DATASETS
 
@@ -458,12 +458,15 @@ def _validate(cfg: RunConfig) -> None:
                           f"{d.memory_share} + {d.plain_share} + {d.append_share}")
     if d.target_temperature <= 0 or d.judge_weight < 0:
         raise ConfigError(f"distill.target_temperature must be > 0 and judge_weight >= 0, got {d.target_temperature}, {d.judge_weight}")
+    if cfg.probe_users < 0:
+        raise ConfigError(f"probe_users must be >= 0 (0: no memory probe), got {cfg.probe_users}")
     if d.decisions_per_user < 1:
         raise ConfigError(f"distill.decisions_per_user must be >= 1, got {d.decisions_per_user}")
     if d.val_users < 0 or d.eval_steps < 0 or rl.val_prompts < 0 or rl.eval_steps < 0:
-        raise ConfigError("distill.val_users / eval_steps and rl.val_prompts / eval_steps must be >= 0")
-    if cfg.reward.memory_metric not in ("tier", "ndcg"):
-        raise ConfigError(f"reward.memory_metric must be 'tier' or 'ndcg', got {cfg.reward.memory_metric!r}")
+        raise ConfigError(f"distill.val_users / eval_steps and rl.val_prompts / eval_steps must be >= 0, got "
+                          f"{d.val_users} / {d.eval_steps} and {rl.val_prompts} / {rl.eval_steps}")
+    if cfg.reward.memory_metric not in MEMORY_METRICS:
+        raise ConfigError(f"reward.memory_metric must be one of {MEMORY_METRICS}, got {cfg.reward.memory_metric!r}")
     teacher = cfg.distill.teacher
     if teacher not in ("oracle", "http") and not (teacher.startswith("local:") and len(teacher) > 6):
         raise ConfigError(f"distill.teacher must be 'oracle', 'http' or 'local:<model>', got {teacher!r}")

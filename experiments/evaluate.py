@@ -49,10 +49,12 @@ def load_world(cfg: RunConfig) -> World:
 
 
 def _simulator_config(cfg: RunConfig):
+    """The simulator settings; on real data the fit holds out what the run's
+    protocol holds out (each user's last positive by the protocol's threshold)."""
     from starec_env.simulator import SimulatorConfig
 
     try:
-        return SimulatorConfig.from_dict(cfg.simulator)
+        return SimulatorConfig.from_dict({"holdout_threshold": cfg.protocol.positive_threshold, **cfg.simulator})
     except ValueError as err:
         raise ConfigError(f"[simulator]: {err}") from None
 

@@ -111,8 +111,8 @@ def run_eval(cfg: RunConfig) -> int:
         print(online_sizes(rows))
     if facts["simulator"].get("source") == "fitted" and any(r["upper_bound"] for r in rows):
         print(
-            "note: this simulator is fitted to ratings, so upper-bound rows bound the simulated users "
-            "(online columns), not the logged choices of the offline protocol."
+            "note: on real data the simulator is a choice model fitted without the protocol's held-out rows; "
+            "upper-bound rows rank by that fitted model, not by what the held-out users really prefer."
         )
     paths = write_report(rows, cfg.out, {"config": cfg.to_dict(), "facts": facts})
     print(f"wrote {', '.join(str(p) for p in paths.values())}")

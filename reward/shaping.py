@@ -25,7 +25,7 @@ from reward.ranking import (
     tier_rewards,
 )
 from starec_env.configtools import config_from_dict
-from starec_env.metrics import ndcg_graded
+from starec_env.metrics import ndcg_graded, ndcg_single
 
 #: ``(row indices, new preference descriptions, columns) -> orders`` over each row's follow-up candidates.
 FollowupRanker = Callable[[list[int], list[str], dict], list[list[int]]]
@@ -40,16 +40,24 @@ def default_reflection_parser() -> Callable[[str], Any]:
     return parse_reflection
 
 
+#: How a follow-up ranking scores a rewritten memory: ``tier`` (the paper's
+#: rank tiers of the item the user took), ``ndcg`` (graded NDCG against the
+#: ``utilities`` column), ``choice`` (the expected NDCG@k of the user's next
+#: choice, ``utilities`` holding the simulator's choice probabilities: a smooth
+#: signal that every swap of likely items moves).
+MEMORY_METRICS = ("tier", "ndcg", "choice")
+
+
 class MemoryAlignmentReward:
     """The paper's memory-update reward for slow thinking.
 
     The description a "reflect" completion writes is used at once in a
     follow-up ranking of that row's next candidate list (the row's
     ``candidate_ids`` / ``target`` / ``utilities`` columns describe the
-    follow-up); the ranking's tier reward (or NDCG) scores the update. So a
-    reflection is rewarded exactly when it makes the next decision better.
-    ``rank`` is usually the policy being trained, ranking by its cheap
-    scoring path.
+    follow-up); the ranking's score (:data:`MEMORY_METRICS`) scores the
+    update. So a reflection is rewarded exactly when it makes the next
+    decision better. ``rank`` is usually the policy being trained, ranking
+    by its cheap scoring path.
     """
 
     __name__ = "memory"
@@ -63,8 +71,8 @@ class MemoryAlignmentReward:
         parse: Callable[[str], Any] | None = None,
         record: MemoryRecorder | None = None,
     ) -> None:
-        if metric not in ("tier", "ndcg"):
-            raise ValueError(f"memory reward metric must be 'tier' or 'ndcg', got {metric!r}")
+        if metric not in MEMORY_METRICS:
+            raise ValueError(f"memory reward metric must be one of {MEMORY_METRICS}, got {metric!r}")
         self.rank = rank
         self.metric = metric
         self.k = k
@@ -85,6 +93,11 @@ class MemoryAlignmentReward:
                 target = int(columns["target"][i])
                 rank = list(order).index(target) if target in order else -1
                 out[i] = float(tier_rewards(np.array([rank]))[0])
+            elif self.metric == "choice":
+                p = np.asarray(columns["utilities"][i], dtype=np.float64)
+                ranks = np.empty(len(order), dtype=np.int64)
+                ranks[np.asarray(order, dtype=np.int64)] = np.arange(len(order))
+                out[i] = float(np.dot(p / p.sum(), ndcg_single(ranks, self.k)))
             else:
                 util = np.asarray(columns["utilities"][i], dtype=np.float64)
                 out[i] = float(ndcg_graded(order_to_scores(order, len(util))[None], util[None], self.k)[0])

@@ -162,6 +162,21 @@ CASES: list[tuple[str, Args, list[str]]] = [
     ("toml-options-not-table", _toml("[data]\noptions = 5\n"), ["bad.toml", "options", "dict"]),
     ("toml-section-not-table", _toml("protocol = 5\n"), ["bad.toml", "[protocol]", "table"]),
     ("toml-env-value", _toml('[online.env]\nslate_size = "five"\n'), ["[online.env]", "slate_size"]),
+    # the student's settings: judge prompt, memory warm-up, distillation mix, memory probe, LLM policy tables
+    ("warmup-negative-steps", _flags("--set", "warmup.steps=-1"), ["warmup.steps", ">= 0", "-1"]),
+    ("warmup-one-candidate", _flags("--set", "warmup.candidates=1"), ["warmup.candidates", ">= 2"]),
+    ("warmup-tiny-budget", _flags("--set", "warmup.max_new_tokens=2"), ["warmup.max_new_tokens", ">= 8"]),
+    ("judge-negative-history", _flags("--set", "judge.history=-2"), ["judge.history", ">= 0", "-2"]),
+    ("judge-typo", _flags("--set", "judge.titels=true"), ["'titels'", "did you mean 'titles'"]),
+    ("distill-shares", _flags("--set", "distill.memory_share=0.9"), ["memory_share + plain_share + append_share must be 1"]),
+    ("distill-share-range", _flags("--set", "distill.reflect_fraction=1.5"), ["distill.reflect_fraction", "[0, 1]", "1.5"]),
+    ("distill-decisions", _flags("--set", "distill.decisions_per_user=0"), ["distill.decisions_per_user", ">= 1"]),
+    ("distill-temperature", _flags("--set", "distill.target_temperature=0"), ["distill.target_temperature", "> 0"]),
+    ("probe-negative", _flags("--set", "probe_users=-3"), ["probe_users", ">= 0", "-3"]),
+    ("ranking-unknown", _flags("--set", "model.ranking=pointer"), ["model.ranking", "'pointer'", "judge"]),
+    ("precision-unknown", _flags("--set", "model.precision=fp8"), ["model.precision", "'fp8'"]),
+    ("llm-policy-typo", _flags("--policies", "pop,starec", "--set", "policy.starec.modle=x"),
+     ["[policy.starec]", "'modle'", "did you mean 'model'"]),
 ]
 
 

@@ -159,7 +159,7 @@ def test_shipped_configs_load() -> None:
         load_run_config(path)
     for name in presets():
         cfg = load_run_config(preset=name)
-        assert cfg.stage == "all" and {"starec", "starec-sft", "starec-rl-only", "starec-noreflect", "teacher"} <= set(cfg.policies)
+        assert cfg.stage == "all" and {"starec", "starec-sft", "teacher"} <= set(cfg.policies)
     assert {"smoke", "cpu", "gpu", "default"} <= set(presets())
 
 
@@ -170,8 +170,7 @@ def test_no_arguments_run_the_default_preset(monkeypatch) -> None:
     assert main([]) == 0
     cfg = seen["cfg"]
     assert cfg.preset == "default" and cfg.model.name == "smollm2-135m" and cfg.distill.teacher == "oracle"
-    expected = {"starec", "starec-sft", "starec-rl-only", "starec-noreflect", "teacher", "llmrank",
-                "random", "pop", "genre", "itemknn", "bpr", "oracle"}
+    expected = {"starec", "starec-sft", "teacher", "random", "pop", "genre", "itemknn", "bpr", "oracle"}
     assert set(cfg.policies) == expected
 
 
@@ -235,10 +234,10 @@ def test_llm_run_settings_reach_only_llm_policies() -> None:
 def test_dataset_flag_drops_the_presets_synthetic_options() -> None:
     from experiments.config import load_run_config
 
-    cfg = load_run_config(None, {"data": {"dataset": "ml-100k"}}, [], preset="default")
+    cfg = load_run_config(None, {"data": {"dataset": "ml-100k"}}, [], preset="smoke")
     assert cfg.data.dataset == "ml-100k" and cfg.data.options == {}
-    assert load_run_config(None, {}, [], preset="default").data.options  # the preset's own world is kept
-    via_set = load_run_config(None, {}, ["data.dataset=ml-100k"], preset="default")
+    assert load_run_config(None, {}, [], preset="smoke").data.options  # the preset's own world is kept
+    via_set = load_run_config(None, {}, ["data.dataset=ml-100k"], preset="smoke")
     assert via_set.data.dataset == "ml-100k" and via_set.data.options == {}
 
 

@@ -131,8 +131,9 @@ def run_distill(cfg: RunConfig) -> dict:
     used = split[split["user"].isin(decisions.batch.users)]
     callbacks = []
     if d.eval_steps and len(val_users):
-        callbacks.append(JudgeCurve(ctx, decisions_for(ctx, val_users, np.random.default_rng([cfg.data.seed, 3])),
-                                    tok, out / "sft" / "curve.csv", d.eval_steps, d.batch_size * d.grad_accum))
+        val = decisions_for(ctx, val_users, np.random.default_rng([cfg.data.seed, 3]))
+        callbacks.append(learning_curve(ctx, val, tok, out / "sft" / "curve.csv", d.eval_steps, d.batch_size * d.grad_accum,
+                                        reflect=False))
     facts = {
         "teacher": d.teacher,
         "model": cfg.model.name,
@@ -240,57 +241,45 @@ def ndcg_at_10(scores: np.ndarray, target_pos: np.ndarray) -> float:
     return float(ndcg_single(rank_of(scores, target_pos), 10).mean())
 
 
-def _curve_callback_class() -> type:
+def learning_curve(ctx: Context, decisions: Decisions, tokenizer: Any, path: Path, every: int, per_step: int,
+                   *, reflect: bool) -> Any:
+    """A trainer callback logging the held-out NDCG@10 of ``decisions`` through
+    the evaluation code path every ``every`` optimizer steps (and at the start
+    and the end) to ``path`` (step, examples, metric): the judge with no note
+    (``reflect=False``, SFT), or the whole agent - warm-up walk with the
+    policy's own notes, then the judge reading the final note (GRPO)."""
+    import torch
     from transformers import TrainerCallback
 
-    class _Curve(TrainerCallback):
-        """Every ``every`` optimizer steps (and at the start and the end),
-        the held-out NDCG@10 of validation decisions through the evaluation
-        code path, appended to ``path`` (step, examples, metric)."""
-
-        def __init__(self, every: int, per_step: int, path: Path) -> None:
-            self.every, self.per_step, self.path = every, per_step, Path(path)
+    class LearningCurve(TrainerCallback):
+        def __init__(self) -> None:
             self.rows: list[dict] = []
-
-        def measure(self, model: Any) -> dict:
-            raise NotImplementedError
 
         def _log(self, state: Any, model: Any) -> None:
             if not state.is_world_process_zero or any(r["step"] == state.global_step for r in self.rows):
                 return
             was_training = model.training
             model.eval()
-            self.rows.append({"step": state.global_step, "examples": state.global_step * self.per_step, **self.measure(model)})
+            with torch.no_grad():
+                scores = live_agent(ctx, model, tokenizer, decisions, reflect=reflect).score(decisions.batch)
+            self.rows.append({"step": state.global_step, "examples": state.global_step * per_step,
+                              "ndcg@10": ndcg_at_10(scores, decisions.target_pos)})
             if was_training:
                 model.train()
-            write_csv(self.path, self.rows)
+            write_csv(path, self.rows)
 
         def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-            self.rows = [r for r in _read_rows(self.path) if r["step"] <= state.global_step]
+            self.rows = [r for r in _read_rows(path) if r["step"] <= state.global_step]
             self._log(state, model)
 
         def on_step_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
-            if state.global_step % self.every == 0:
+            if state.global_step % every == 0:
                 self._log(state, model)
 
         def on_train_end(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> None:
             self._log(state, model)
 
-    return _Curve
-
-
-def JudgeCurve(ctx: Context, decisions: Decisions, tokenizer: Any, path: Path, every: int, per_step: int) -> Any:
-    """SFT learning curve: held-out NDCG@10 of the judge with no memory."""
-    import torch
-
-    class JudgeCurveCallback(_curve_callback_class()):
-        def measure(self, model: Any) -> dict:
-            with torch.no_grad():
-                agent = live_agent(ctx, model, tokenizer, decisions, reflect=False)
-                scores = agent.score(decisions.batch)
-            return {"ndcg@10": ndcg_at_10(scores, decisions.target_pos)}
-
-    return JudgeCurveCallback(every, per_step, path)
+    return LearningCurve()
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
@@ -333,13 +322,16 @@ class FollowupRanker:
     def __call__(self, rows: list[int], memories: list[str], columns: dict) -> list[list[int]]:
         if self.backend is None:
             raise RuntimeError("FollowupRanker used before bind(trainer)")
-        prompts = []
+        from policies.llm.judge import in_candidate_order
+
+        prompts, orders = [], []
         for i, memory in zip(rows, memories):
-            messages = json.loads(columns["state"][i])["messages"]
-            messages = [{**m, "content": m["content"].replace(NOTE_SLOT, memory or "(none yet)")} for m in messages]
+            state = json.loads(columns["state"][i])
+            messages = [{**m, "content": m["content"].replace(NOTE_SLOT, memory or "(none yet)")} for m in state["messages"]]
             prompts.append(self.encoder.encode(messages))
+            orders.append(state["order"])
         scores = self.backend.score_slots(prompts, self.encoder.answer_ids, agent="memory-reward", mode="judge")
-        return [list(np.argsort(-s, kind="stable")) for s in scores]
+        return [list(np.argsort(-in_candidate_order(s, o), kind="stable")) for s, o in zip(scores, orders)]
 
 
 def prompt_stream(ctx: Context, seed: int, bank: MemoryBank, builder: RowBuilder) -> Iterator[dict]:
@@ -398,7 +390,8 @@ def train_rl(ctx: Context, start: Path, name: str) -> dict:
     if cfg.rl.eval_steps and cfg.rl.val_prompts:
         _, val_users = split_users(ctx, np.random.default_rng([cfg.data.seed, 1]), cfg.distill.train_users, cfg.distill.val_users)
         val = decisions_for(ctx, val_users[: cfg.rl.val_prompts], np.random.default_rng([cfg.data.seed, 3]))
-        callbacks.append(WarmCurve(ctx, val, tokenizer, out / name / "curve.csv", cfg.rl.eval_steps, cfg.rl.prompts_per_step))
+        callbacks.append(learning_curve(ctx, val, tokenizer, out / name / "curve.csv", cfg.rl.eval_steps,
+                                        cfg.rl.prompts_per_step, reflect=True))
     facts = train_grpo(cfg, start, stream, funcs, weights, out / name, on_trainer=ranker.bind, callbacks=callbacks)
     if facts.get("resumed_from") != "finished":
         facts["memories_written"] = len(bank.memories)
@@ -408,21 +401,6 @@ def train_rl(ctx: Context, start: Path, name: str) -> dict:
         write_learning_curves(out)
         print(f"rl ({name}): {facts['steps']} GRPO steps in {facts['seconds']}s, reward {facts['first_reward']} -> {facts['last_reward']}")
     return facts
-
-
-def WarmCurve(ctx: Context, decisions: Decisions, tokenizer: Any, path: Path, every: int, per_step: int) -> Any:
-    """GRPO learning curve: held-out NDCG@10 of the full agent - warm-up walk
-    with the policy's own notes, then the judge reading the final note."""
-    import torch
-
-    class WarmCurveCallback(_curve_callback_class()):
-        def measure(self, model: Any) -> dict:
-            with torch.no_grad():
-                agent = live_agent(ctx, model, tokenizer, decisions, reflect=True)
-                scores = agent.score(decisions.batch)
-            return {"ndcg@10": ndcg_at_10(scores, decisions.target_pos)}
-
-    return WarmCurveCallback(every, per_step, path)
 
 
 def _generate(ctx: list, seed: int, bank: list, builder: list):

@@ -30,7 +30,7 @@ import numpy as np
 
 from experiments.config import ProtocolSection
 from experiments.train.rollout import protocol_states, view_of
-from policies.llm.judge import HistoryMode, JudgeEncoder, choice_targets, evidence_text, shown_history
+from policies.llm.judge import HistoryMode, JudgeEncoder, choice_targets, display_order, evidence_text, shown_history
 from policies.llm.warmup import Walk, WarmupConfig, plan_walk, step_batch
 from starec_env.types import RankingBatch
 
@@ -103,17 +103,18 @@ class RowBuilder:
         self.descriptions = world.dataset.items["description"].to_numpy()
 
     # ------------------------------------------------------------- judge rows
-    @staticmethod
-    def _ranks(decisions: Decisions, batch: RankingBatch) -> dict | None:
-        return decisions.evidence.table(batch).ranks if decisions.evidence is not None else None
+    def _evidence(self, decisions: Decisions, batch: RankingBatch) -> tuple[Any, np.ndarray]:
+        """The evidence table (or None) and the listing order of ``batch``'s candidates."""
+        table = decisions.evidence.table(batch) if decisions.evidence is not None else None
+        return table, display_order(self.encoder.config.order, table.scores if table else None, batch.candidates.shape)
 
-    def judge_messages(self, batch: RankingBatch, row: int, ranks: dict | None, mode: HistoryMode, note: str) -> list:
+    def judge_messages(self, batch: RankingBatch, row: int, table: Any, order: np.ndarray, mode: HistoryMode, note: str) -> list:
         view = view_of(self.dataset, batch, row)
         take = shown_history(len(view.history), mode, self.encoder.config.history, self.warmup.steps)
         rows = view.history[take]
         descriptions = [str(d) for d in self.descriptions[np.asarray(view.history_items, dtype=np.int64)[take]]]
-        evidence = evidence_text(ranks, row) if ranks is not None else None
-        return self.encoder.messages(view, note if mode == "memory" else "", evidence, rows, descriptions)
+        evidence = evidence_text(table.ranks, row) if table is not None else None
+        return self.encoder.messages(view, note if mode == "memory" else "", evidence, rows, descriptions, order=order[row])
 
     def walk_notes(self, decisions: Decisions, row: int) -> list[str]:
         """The oracle's note after each step of the decision's walk."""
@@ -126,15 +127,15 @@ class RowBuilder:
     def judge_rows(self, decisions: Decisions, modes: list[HistoryMode]) -> list[dict]:
         """Pre-tokenized judge rows (``input_ids``, ``labels`` all -100,
         ``slots``, ``targets``), one per decision in the given mode."""
-        ranks = self._ranks(decisions, decisions.batch)
+        table, order = self._evidence(decisions, decisions.batch)
         targets = choice_targets(decisions.choice, self.target_temperature)
         out = []
         for r, mode in enumerate(modes):
             notes = self.walk_notes(decisions, r) if mode == "memory" else []
             note = notes[-1] if notes else ""
-            prompt = self.encoder.encode(self.judge_messages(decisions.batch, r, ranks, mode, note))
+            prompt = self.encoder.encode(self.judge_messages(decisions.batch, r, table, order, mode, note))
             out.append({"input_ids": prompt.ids, "labels": [-100] * len(prompt.ids), "slots": prompt.slots,
-                        "targets": [float(t) for t in targets[r]], "kind": "judge"})
+                        "targets": [float(t) for t in targets[r][order[r]]], "kind": "judge"})  # in listed order
         return out
 
     # -------------------------------------------------------------- note rows
@@ -143,7 +144,7 @@ class RowBuilder:
         by the ``guess`` evidence signal), the oracle's answer and the
         follow-up state the rewritten note is scored on."""
         walks = decisions.walks
-        ranks_of_decision = self._ranks(decisions, decisions.batch)
+        listing = self._evidence(decisions, decisions.batch)
         for step in range(max((len(w.candidates) for w in walks), default=0)):
             rows = [r for r, w in enumerate(walks) if step < len(w.candidates)]
             if not rows:
@@ -164,25 +165,30 @@ class RowBuilder:
                 answer = self.notes.reflection(walk.user, seen, genres=view.candidates[chosen][1],
                                                rank=order.index(chosen) + 1, n=len(order), rating=walk.ratings[step])
                 yield {"decision": r, "step": step, "user": walk.user, "prompt": messages, "answer": answer,
-                       "followup": self._followup(decisions, r, step, ranks_of_decision)}
+                       "followup": self._followup(decisions, r, step, listing)}
 
-    def _followup(self, decisions: Decisions, row: int, step: int, ranks: dict | None) -> dict:
+    def _followup(self, decisions: Decisions, row: int, step: int, listing: tuple[Any, np.ndarray]) -> dict:
         """The ranking a note written at ``step`` is scored on: the walk's next
         step, or the decision itself after the last step (with the choice
-        logits of its candidates and the position of what the user took)."""
+        probabilities of its candidates, the position of what the user took
+        and the order the prompt lists the candidates in)."""
         walk = decisions.walks[row]
         if step + 1 < len(walk.candidates):
             batch = step_batch([walk], step + 1, decisions.batch.history.shape[1])
-            sub_ranks = self._ranks(decisions, batch)
-            messages = self.judge_messages(batch, 0, sub_ranks, "memory", NOTE_SLOT)
+            table, order = self._evidence(decisions, batch)
+            messages = self.judge_messages(batch, 0, table, order, "memory", NOTE_SLOT)
+            listed = order[0]
             target = walk.chosen[step + 1]
             choice = np.asarray(self.world.simulator.choice_logit(batch.users, batch.candidates), dtype=np.float64)[0]
         else:
-            messages = self.judge_messages(decisions.batch, row, ranks, "memory", NOTE_SLOT)
+            table, order = listing
+            messages = self.judge_messages(decisions.batch, row, table, order, "memory", NOTE_SLOT)
+            listed = order[row]
             target = int(decisions.target_pos[row])
             choice = decisions.choice[row]
         probs = choice_targets(np.asarray(choice)[None], self.target_temperature)[0]
-        return {"messages": messages, "target": int(target), "choice": [float(c) for c in probs]}
+        return {"messages": messages, "target": int(target), "choice": [float(c) for c in probs],
+                "order": [int(i) for i in listed]}
 
     def note_sft_row(self, step: dict) -> dict:
         """A note step as a pre-tokenized SFT row: NLL on the oracle's answer only."""
@@ -207,7 +213,7 @@ def note_prompt_row(step: dict, note_before: str | None = None) -> dict:
     return {"prompt": prompt, "mode": "reflect", "target": follow["target"], "utilities": follow["choice"],
             "candidate_ids": [str(i) for i in range(len(follow["choice"]))], "user": step["user"],
             "memory_key": f"{step['user']}:{step['decision']}:{step['step']}",
-            "state": json.dumps({"messages": follow["messages"]})}
+            "state": json.dumps({"messages": follow["messages"], "order": follow["order"]})}
 
 
 def _replace_note(content: str, note: str) -> str:

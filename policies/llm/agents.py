@@ -42,7 +42,15 @@ import torch
 from policies.base import Policy, PolicyContext
 from policies.llm.backend import LLMBackend, get_backend
 from policies.llm.evidence import EvidenceBuilder, EvidenceConfig
-from policies.llm.judge import HistoryMode, JudgeConfig, JudgeEncoder, evidence_text, shown_history
+from policies.llm.judge import (
+    HistoryMode,
+    JudgeConfig,
+    JudgeEncoder,
+    display_order,
+    evidence_text,
+    in_candidate_order,
+    shown_history,
+)
 from policies.llm.memory import MemoryConfig, MemoryStore
 from policies.llm.parsing import ParsedRanking, parse_ranking, parse_reflection
 from policies.llm.prompts import PromptConfig, candidate_ids, render_llmrank_prompt, render_rank_prompt, render_reflect_prompt
@@ -316,15 +324,17 @@ class LLMAgent(Policy):
 
     def _judge_scores(self, batch: RankingBatch, views: list[AgentTextView], mode: str) -> np.ndarray:
         """One forward pass per user: every candidate's judgement-slot score."""
-        ranks = self.evidence.table(batch).ranks if self.evidence.config.enabled else None
+        table = self.evidence.table(batch) if self.evidence.config.enabled else None
+        order = display_order(self.config.judge.order, table.scores if table else None, batch.candidates.shape)
         prompts = []
         for row, view in enumerate(views):
             rows, descriptions = self._shown_history(view)
             preference = self.memory.get(view.user).preference if (self.use_memory and not self.append_history) else ""
-            evidence = evidence_text(ranks, row) if ranks else None
-            prompts.append(self.judge.encode(self.judge.messages(view, preference, evidence, rows, descriptions)))
+            evidence = evidence_text(table.ranks, row) if table else None
+            messages = self.judge.messages(view, preference, evidence, rows, descriptions, order=order[row])
+            prompts.append(self.judge.encode(messages))
         scores = self.backend.score_slots(prompts, self.judge.answer_ids, agent=self.account, mode=mode)
-        return np.stack(scores)
+        return np.stack([in_candidate_order(s, o) for s, o in zip(scores, order)])
 
     def _reflect_notes(
         self, views: list[AgentTextView], orders: list[list[int]], chosen: list[int | None], ratings: list[float | None], mode: str

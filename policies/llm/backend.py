@@ -502,7 +502,9 @@ def get_backend(
     if threads is not None and key in _BACKENDS and _BACKENDS[key].device.type == "cpu":
         torch.set_num_threads(threads)  # the CLI's --threads applies to a model loaded earlier too
     if key not in _BACKENDS:
+        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype is None and use_bf16(precision, target):
+            dtype = torch.bfloat16  # frozen weights: store them in bf16 rather than cast them at every call
         model, tokenizer = load_model(name, dtype=dtype, threads=threads, device=device, seed=seed)
-        bf16 = use_bf16(precision, next(model.parameters()).device) and next(model.parameters()).dtype != torch.bfloat16
-        _BACKENDS[key] = LLMBackend(model, tokenizer, batch_size=batch_size, keep_prefixes=True, bf16=bf16)
+        _BACKENDS[key] = LLMBackend(model, tokenizer, batch_size=batch_size, keep_prefixes=True)
     return _BACKENDS[key]

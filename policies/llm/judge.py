@@ -49,19 +49,22 @@ class JudgeConfig:
     history titles (a 135M model knows little about real titles, and on the
     synthetic world they only echo the genres, so they can be switched off
     to save ~6 tokens per line); ``description_words``: the first words of
-    each item's description (e.g. "witty, modern"), 0 for none.
+    each item's description (e.g. "witty, modern"), 0 for none; ``order``:
+    how the candidates are listed (:data:`ORDERS`).
     """
 
     history: int = 3
     titles: bool = True
     description_words: int = 0
     noun: str = "movie"
+    order: str = "given"
 
     def __post_init__(self) -> None:
-        if self.history < 0 or self.description_words < 0:
-            raise ValueError(
-                f"judge history and description_words must be >= 0, got {self.history} and {self.description_words}"
-            )
+        if self.order not in ORDERS:
+            raise ValueError(f"judge.order must be one of {ORDERS}, got {self.order!r}")
+        for name in ("history", "description_words"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"judge.{name} must be >= 0, got {getattr(self, name)}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "JudgeConfig":
@@ -91,6 +94,33 @@ def profile_text(profile: dict) -> str:
     parts = [f"age {profile['age']}"] if profile.get("age") else []
     parts += [str(profile[k]) for k in ("gender", "occupation") if profile.get(k)]
     return ", ".join(parts) if parts else "(no demographics known)"
+
+
+#: How a judge prompt lists the candidates: ``given`` keeps the protocol's
+#: (random) order; ``genre`` lists them in the ``genre`` agent's order (genre
+#: match with the history blended with popularity), a cheap first stage the
+#: judge re-ranks - the ``genre`` row then is the first stage's own result.
+ORDERS = ("given", "genre")
+
+
+def display_order(order: str, scores: dict[str, np.ndarray] | None, shape: tuple[int, int]) -> np.ndarray:
+    """(B, C) candidate indices in the order a judge prompt lists them, from
+    the evidence scorers' raw scores (``EvidenceTable.scores``)."""
+    if order == "given":
+        return np.tile(np.arange(shape[1]), (shape[0], 1))
+    if scores is None or not {"genre", "pop"} <= set(scores):
+        raise ValueError(f"judge.order = {order!r} needs the pop and genre evidence (prompt.evidence on)")
+    from policies.rule_based import GenreOptions
+
+    first = scores["genre"] + GenreOptions().pop_weight * scores["pop"]  # exactly the genre agent's scores
+    return np.argsort(-first, axis=1, kind="stable")
+
+
+def in_candidate_order(slot_scores: np.ndarray, order: Sequence[int]) -> np.ndarray:
+    """Slot scores (listed order) back in the candidates' own order."""
+    out = np.empty(len(order), dtype=np.float64)
+    out[np.asarray(order, dtype=np.int64)] = slot_scores
+    return out
 
 
 #: How a judge prompt's history relates to the memory: ``memory`` (a
@@ -136,10 +166,13 @@ class JudgeEncoder:
         evidence: Sequence[str] | None = None,
         history: Sequence[tuple] | None = None,
         history_descriptions: Sequence[str] | None = None,
+        order: Sequence[int] | None = None,
     ) -> Messages:
         """Chat messages with slot markers. ``history`` overrides the view's
         (the caller decides which recent items to show); only the last
-        ``config.history`` are rendered."""
+        ``config.history`` are rendered. ``order`` lists the candidates in
+        that order (:func:`display_order`); slot ``j`` then judges candidate
+        ``order[j]`` (:func:`in_candidate_order` maps scores back)."""
         cfg = self.config
         rows = list(view.history if history is None else history)
         descs = list(history_descriptions if history_descriptions is not None else getattr(view, "history_descriptions", []))
@@ -149,6 +182,9 @@ class JudgeEncoder:
         cand_desc = list(getattr(view, "candidate_descriptions", None) or [""] * len(view.candidates))
         if evidence is not None and len(evidence) != len(view.candidates):
             raise ValueError(f"evidence has {len(evidence)} entries but the view has {len(view.candidates)} candidates")
+        listed = [int(i) for i in order] if order is not None else list(range(len(view.candidates)))
+        if sorted(listed) != list(range(len(view.candidates))):
+            raise ValueError(f"order must list each of the {len(view.candidates)} candidates once, got {listed}")
         return render_template(
             "judge",
             noun=cfg.noun,
@@ -157,9 +193,9 @@ class JudgeEncoder:
             preference=preference,
             history=rows,
             history_about=[about(d, cfg.description_words) for d in descs],
-            candidates=list(view.candidates),
-            candidate_about=[about(d, cfg.description_words) for d in cand_desc],
-            evidence=list(evidence) if evidence is not None else None,
+            candidates=[view.candidates[i] for i in listed],
+            candidate_about=[about(cand_desc[i], cfg.description_words) for i in listed],
+            evidence=[evidence[i] for i in listed] if evidence is not None else None,
             slot=SLOT,
         )
 

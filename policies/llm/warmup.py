@@ -57,7 +57,7 @@ class WarmupConfig:
         if self.candidates < 2:
             raise ValueError(f"warmup.candidates must be >= 2 (the chosen item and a negative), got {self.candidates}")
         if self.max_new_tokens < 8:
-            raise ValueError(f"warmup.max_new_tokens must be >= 8, got {self.max_new_tokens}")
+            raise ValueError(f"warmup.max_new_tokens must be >= 8 (a note needs room), got {self.max_new_tokens}")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "WarmupConfig":
