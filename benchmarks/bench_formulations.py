@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--val-users", type=int, default=100)
     parser.add_argument("--tokens", type=int, default=150_000, help="training tokens per formulation")
     parser.add_argument("--eval-every", type=int, default=30_000)
-    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--lr", type=float, default=1.5e-4)
     parser.add_argument("--accum", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="runs/formulations")

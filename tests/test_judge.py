@@ -19,6 +19,8 @@ from policies.llm.judge import (  # noqa: E402
     JudgeEncoder,
     about,
     choice_targets,
+    display_order,
+    in_candidate_order,
     listwise_loss,
     order_targets,
     shown_history,
@@ -115,6 +117,26 @@ def held_out_ndcg(backend_model, tokenizer, encoder, prompts, targets) -> float:
 
     scores = np.stack(LLMBackend(backend_model.eval(), tokenizer).score_slots(prompts, encoder.answer_ids))
     return float(ndcg_single(rank_of(scores, targets), 10).mean())
+
+
+def test_genre_order_lists_the_first_stage_ranking_and_maps_scores_back():
+    from policies.rule_based import GenreOptions
+
+    rng = np.random.default_rng(0)
+    scores = {"genre": rng.random((4, 6)), "pop": rng.random((4, 6))}
+    order = display_order("genre", scores, (4, 6))
+    first = scores["genre"] + GenreOptions().pop_weight * scores["pop"]
+    for r in range(4):
+        assert sorted(order[r]) == list(range(6))
+        assert list(first[r, order[r]]) == sorted(first[r], reverse=True)
+    # slot scores that fall with the listed position give back the first stage's ranking
+    back = np.stack([in_candidate_order(-np.arange(6.0), o) for o in order])
+    assert (np.argsort(-back, axis=1, kind="stable") == order).all()
+    assert (display_order("given", None, (2, 3)) == [[0, 1, 2], [0, 1, 2]]).all()
+    with pytest.raises(ValueError, match="needs the pop and genre evidence"):
+        display_order("genre", None, (1, 3))
+    with pytest.raises(ValueError, match="judge.order"):
+        JudgeConfig(order="best")
 
 
 def test_listwise_sft_learns_a_toy_task_with_a_known_optimum(encoder, tmp_path):
