@@ -496,15 +496,12 @@ def get_backend(
     model once (their costs stay apart through the ``agent`` label).
     ``precision`` "auto" computes in bf16 where the device does so natively
     (:func:`policies.llm.models.use_bf16`), "bf16"/"fp32" force it."""
-    from policies.llm.models import TINY, load_model, use_bf16
+    from policies.llm.models import TINY, load_model
 
     key = (name, str(dtype), device, batch_size, seed if name == TINY else 0, precision)  # only tiny's weights are seeded
     if threads is not None and key in _BACKENDS and _BACKENDS[key].device.type == "cpu":
         torch.set_num_threads(threads)  # the CLI's --threads applies to a model loaded earlier too
     if key not in _BACKENDS:
-        target = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        if dtype is None and use_bf16(precision, target):
-            dtype = torch.bfloat16  # frozen weights: store them in bf16 rather than cast them at every call
-        model, tokenizer = load_model(name, dtype=dtype, threads=threads, device=device, seed=seed)
+        model, tokenizer = load_model(name, dtype=dtype, threads=threads, device=device, seed=seed, precision=precision)
         _BACKENDS[key] = LLMBackend(model, tokenizer, batch_size=batch_size, keep_prefixes=True)
     return _BACKENDS[key]

@@ -112,7 +112,7 @@ def display_order(order: str, scores: dict[str, np.ndarray] | None, shape: tuple
         raise ValueError(f"judge.order = {order!r} needs the pop and genre evidence (prompt.evidence on)")
     from policies.rule_based import GenreOptions
 
-    first = scores["genre"] + GenreOptions().pop_weight * scores["pop"]  # exactly the genre agent's scores
+    first = scores["genre"] + GenreOptions().pop_weight * scores["pop"]  # the genre agent's formula (up to its 1e-6 tie-break)
     return np.argsort(-first, axis=1, kind="stable")
 
 

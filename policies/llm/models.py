@@ -44,7 +44,8 @@ def cache_dir() -> Path:
 
 
 def auto_dtype(device: torch.device | str = "cpu") -> torch.dtype:
-    """float32 on CPU (bf16 is ~50x slower without AVX-512/AMX), bf16 on CUDA."""
+    """float32 on CPU (bf16 is ~50x slower without AVX-512/AMX; :func:`load_model`'s
+    ``precision`` picks bf16 where the CPU has them), bf16 on CUDA."""
     return torch.bfloat16 if torch.device(device).type == "cuda" else torch.float32
 
 
@@ -91,11 +92,15 @@ def load_model(
     threads: int | None = None,
     device: str | None = None,
     seed: int = 0,
+    precision: str | None = None,
 ):
     """Return ``(model, tokenizer)`` for a model name, ready for inference.
 
     ``dtype``/``threads``/``device`` default to :func:`auto_dtype`,
-    :func:`auto_threads` and CUDA when available. ``seed`` only matters for
+    :func:`auto_threads` and CUDA when available; with ``precision`` (one of
+    :data:`PRECISIONS`) and no ``dtype``, the weights are stored in bf16
+    wherever :func:`use_bf16` says the device computes it natively (frozen
+    inference weights: no per-call casts). ``seed`` only matters for
     ``"tiny"`` (its random weights). The tokenizer pads on the left, as
     batched generation needs.
     """
@@ -106,6 +111,8 @@ def load_model(
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
     if isinstance(dtype, str):
         dtype = getattr(torch, dtype)
+    if dtype is None and precision is not None and use_bf16(precision, device):
+        dtype = torch.bfloat16
     dtype = dtype or auto_dtype(device)
     if torch.device(device).type == "cpu":
         torch.set_num_threads(threads or auto_threads())
