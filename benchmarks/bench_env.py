@@ -147,7 +147,7 @@ def main() -> None:
         feat = StarecParallelEnv(dataset=world, simulator=batched.simulator, n_users=n, n_candidates=N_CAND,
                                  slate_size=SLATE, seed=0, max_cycles=1000, observation="features") if args.features else None
         scores = np.random.default_rng(1).random((n, N_CAND))
-        truth = world.meta["truth"]
+        truth = world.truth
         floor = Floor(truth.user_emb, truth.item_emb, seed=2)
         fl, fast, dict_api, feat_api, share = measure(floor, batched, par, scores, args.steps, args.episodes, clock, feat)
         print(f"{n:>7} {world_s:>8.2f} {fl:>11,.0f} {fast:>11,.0f} {dict_api:>11,.0f} "

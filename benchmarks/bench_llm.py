@@ -22,14 +22,12 @@ prefixes.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
+from experiments.report import write_json
 from policies.base import PolicyContext
 from policies.llm.agents import LLMAgentConfig
 from policies.llm.backend import LLMBackend, get_backend
@@ -161,13 +159,6 @@ def report(results: dict[str, dict[str, float]]) -> str:
         ok_batch = "met" if r["batch16_over_batch1"] >= 4.0 else "MISSED"
         lines.append(f"{model}: judge-path target {ok_judge}, batching target {ok_batch}")
     return "\n".join(lines)
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as fh:
-        json.dump(data, fh, indent=2)
-    os.replace(fh.name, path)
 
 
 def main(argv: list[str] | None = None) -> None:

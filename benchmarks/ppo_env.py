@@ -36,7 +36,6 @@ from typing import Callable
 
 import numpy as np
 import torch
-
 from stable_baselines3.common.policies import ActorCriticPolicy
 from torch import nn
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.report import atomic_write
+from starec_env.files import atomic_write
 
 GENRES = (
     "Fiction", "Mystery", "Thriller", "Romance", "SciFi", "Fantasy", "Biography", "History", "SelfHelp",

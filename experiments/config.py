@@ -18,10 +18,11 @@ of silently running with a default.
 from __future__ import annotations
 
 import difflib
-import tomllib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
+
+import tomllib
 
 from policies.llm.judge import JudgeConfig
 from policies.llm.warmup import WarmupConfig

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from experiments.report import atomic_write
 from experiments.train.common import read_csv
+from starec_env.files import atomic_write
 
 FIGURE = "learning_curve.png"
 

@@ -21,13 +21,14 @@ import math
 import os
 import secrets
 import shutil
-import stat
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import numpy as np
+
+from starec_env.files import atomic_write, create_synced
 
 OFFLINE_METRICS = ("ndcg@1", "ndcg@5", "ndcg@10", "ndcg@20", "hit@1", "hit@5", "hit@10")
 ONLINE_METRICS = ("ctr", "mean_rating", "session_length", "return")
@@ -169,7 +170,7 @@ def write_set(out: Path, contents: dict[str, bytes], run_id: str) -> None:
         staging.mkdir()
         try:
             for name, data in contents.items():
-                _create(staging / name, lambda fh, data=data: fh.write(data))
+                create_synced(staging / name, lambda fh, data=data: fh.write(data))
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -220,34 +221,6 @@ def _locked(out: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def _create(path: Path, write: Callable[[io.BufferedWriter], object]) -> None:
-    """Create ``path`` (mode from the umask), fill it with ``write`` and sync it to disk."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    with os.fdopen(fd, "wb") as fh:
-        write(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def atomic_write(path: Path, write: Callable[[io.BufferedWriter], object]) -> None:
-    """Run ``write`` on a temporary file beside ``path``, then move it into place.
-
-    The new file keeps the mode of the file it replaces, else gets the one
-    the umask allows (never the 0600 of ``tempfile.mkstemp``).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    try:
-        _create(tmp, write)
-        if path.exists():
-            os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write_json(path: Path, data: object) -> None:

@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from experiments.report import MANIFEST, PER_USER, OutputError, atomic_write, verify_results
+from experiments.report import MANIFEST, PER_USER, OutputError, verify_results
+from starec_env.files import atomic_write
 from starec_env.metrics import ndcg_single
 
 PAPER_METRICS = ("ndcg@1", "ndcg@5", "ndcg@10", "ndcg@20", "hit@10")

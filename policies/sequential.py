@@ -40,8 +40,8 @@ from torch import nn
 
 from policies.base import Policy, PolicyContext
 from policies.options import check_types, takes
-from starec_env.metrics import ndcg_single, rank_of
 from starec_env.configtools import config_from_dict
+from starec_env.metrics import ndcg_single, rank_of
 from starec_env.types import PAD, RankingBatch, TrainSplit
 
 ARCHS = ("gru4rec", "sasrec")

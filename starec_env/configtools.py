@@ -1,10 +1,11 @@
 """Config dataclasses from TOML tables: one strict constructor for every layer."""
 from __future__ import annotations
 
-import tomllib
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, Mapping, TypeVar
+
+import tomllib
 
 T = TypeVar("T")
 

@@ -18,6 +18,7 @@ import pytest
 import experiments.report as report
 from experiments.report import MANIFEST, RESULT_FILES, OutputError, check_out_dir, verify_results, write_json, write_report
 from experiments.report_paper import ReportError, write_paper_report
+from starec_env.files import atomic_write
 
 
 def _rows(tag: str, n: int = 2) -> list[dict]:
@@ -88,7 +89,7 @@ def test_replacing_a_file_keeps_its_mode(tmp_path: Path) -> None:
     path = tmp_path / "README.md"
     path.write_text("old")
     path.chmod(0o640)
-    report.atomic_write(path, lambda fh: fh.write(b"new"))
+    atomic_write(path, lambda fh: fh.write(b"new"))
     assert path.read_text() == "new" and stat.S_IMODE(path.stat().st_mode) == 0o640
 
 

@@ -139,6 +139,7 @@ def test_genre_order_lists_the_first_stage_ranking_and_maps_scores_back():
         JudgeConfig(order="best")
 
 
+@pytest.mark.slow
 def test_listwise_sft_learns_a_toy_task_with_a_known_optimum(encoder, tmp_path):
     """The judge SFT (TRL SFTTrainer + listwise slot loss) lifts held-out NDCG
     from chance to near the optimum (1.0) on "the user always picks the comedy"."""

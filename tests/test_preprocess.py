@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
@@ -103,11 +103,11 @@ class _Truth:
 def test_ground_truth_stays_aligned_through_kcore_and_sampling() -> None:
     pairs = [(f"u{u}", f"i{(u + j) % 12}") for u in range(20) for j in range(4)] + [("lonely", "i0")]
     ds = _dataset(pairs)
-    ds = Dataset(ds.name, ds.items, ds.users, ds.interactions, {"truth": _Truth(ds.users["user_id"].to_numpy(), ds.items["item_id"].to_numpy())})
+    ds = replace(ds, truth=_Truth(ds.users["user_id"].to_numpy(), ds.items["item_id"].to_numpy()))
     out = preprocess(ds, PreprocessConfig(kcore=2, max_users=8), np.random.default_rng(1))
     assert "lonely" not in set(out.users["user_id"])
-    assert out.meta["truth"].user_ids.tolist() == out.users["user_id"].tolist()
-    assert out.meta["truth"].item_ids.tolist() == out.items["item_id"].tolist()
+    assert out.truth.user_ids.tolist() == out.users["user_id"].tolist()
+    assert out.truth.item_ids.tolist() == out.items["item_id"].tolist()
 
 
 def test_config_validation_and_toml_dict() -> None:

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from starec_env.data.model import build_dataset, Dataset
+from starec_env.data.model import Dataset, build_dataset
 from starec_env.protocol import LeaveOneOut, ProtocolError
 from starec_env.types import PAD
 

@@ -50,6 +50,7 @@ def _fit(arch: str, variant: str, proto: LeaveOneOut, seed: int = 0, **options) 
     return policy
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch", ["gru4rec", "sasrec"])
 def test_learns_cyclic_sequences(arch: str, protocol: LeaveOneOut) -> None:
     policy = _fit(arch, "full", protocol)
@@ -62,6 +63,7 @@ def test_learns_cyclic_sequences(arch: str, protocol: LeaveOneOut) -> None:
     assert stats["val_score"] > 0.8
 
 
+@pytest.mark.slow
 def test_original_bce_loss_also_learns(protocol: LeaveOneOut) -> None:
     policy = _fit("sasrec", "full", protocol, loss="bce")
     assert protocol.evaluate(policy.score(protocol.batch))["ndcg@10"] > 0.7

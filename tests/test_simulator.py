@@ -10,7 +10,11 @@ from starec_env.batched import BatchedEnv
 from starec_env.data.model import Dataset
 from starec_env.data.synthetic import SyntheticConfig, generate_world
 from starec_env.simulator import (
-    CandidateSampler, SimulatorConfig, UserState, build_simulator, fidelity_report,
+    CandidateSampler,
+    SimulatorConfig,
+    UserState,
+    build_simulator,
+    fidelity_report,
 )
 from starec_env.simulator.fidelity import rating_histogram
 
@@ -28,8 +32,7 @@ def sim(world):
 @pytest.fixture(scope="module")
 def real_like(world):
     """The same interactions without the ground truth: the simulator must fit them."""
-    meta = {k: v for k, v in world.meta.items() if k != "truth"}
-    return Dataset("real-like", world.items, world.users, world.interactions, meta)
+    return Dataset("real-like", world.items, world.users, world.interactions, dict(world.meta))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +49,7 @@ def _env(world, sim=None, **kw):
 def test_synthetic_simulator_uses_exact_truth(world, sim):
     users = np.arange(10)
     items = np.tile(np.arange(20), (10, 1))
-    np.testing.assert_array_equal(sim.utility(users, items), world.meta["truth"].utility(users, items))
+    np.testing.assert_array_equal(sim.utility(users, items), world.truth.utility(users, items))
     assert sim.preference.source == "truth"
 
 
@@ -71,6 +74,7 @@ def test_no_click_option_grows_with_its_logit(sim):
     assert 0 < p[0] < p[1] < 1
 
 
+@pytest.mark.slow
 def test_ratings_are_calibrated_to_the_data(world, sim, real_like, fitted):
     rng = np.random.default_rng(0)
     for ds, model in ((world, sim), (real_like, fitted)):
@@ -79,6 +83,7 @@ def test_ratings_are_calibrated_to_the_data(world, sim, real_like, fitted):
         assert 0.5 * np.abs(np.subtract(replay, rating_histogram(ds.rating_arr))).sum() < 0.05
 
 
+@pytest.mark.slow
 def test_fit_is_seeded_and_learns_the_truth(world, real_like, fitted):
     again = build_simulator(real_like, SimulatorConfig(fit_epochs=60), seed=0)
     np.testing.assert_array_equal(again.preference.user_emb, fitted.preference.user_emb)
@@ -87,7 +92,7 @@ def test_fit_is_seeded_and_learns_the_truth(world, real_like, fitted):
     rng = np.random.default_rng(1)
     users = rng.integers(0, world.n_users, 2000)
     items = rng.integers(0, world.n_items, (2000, 1))
-    true = world.meta["truth"].utility(users, items)[:, 0]
+    true = world.truth.utility(users, items)[:, 0]
     est = fitted.rating_utility(users, items)[:, 0]
     assert np.corrcoef(true, est)[0, 1] > 0.4
 

@@ -18,8 +18,7 @@ from starec_env.simulator.holdout import training_part
 
 def _without_truth(world: Dataset, interactions=None) -> Dataset:
     """The same log as real data: no ground truth for the simulator to read."""
-    meta = {k: v for k, v in world.meta.items() if k != "truth"}
-    return Dataset("real-like", world.items, world.users, world.interactions if interactions is None else interactions, meta)
+    return Dataset("real-like", world.items, world.users, world.interactions if interactions is None else interactions, dict(world.meta))
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +43,7 @@ def _same_simulator(a, b) -> bool:
     return all(np.array_equal(x, y) for x, y in pairs) and a.response.rating_noise == b.response.rating_noise
 
 
+@pytest.mark.slow
 def test_fit_is_deterministic_for_a_seed(real_like, fitted):
     assert fitted.preference.source == "fitted" and fitted.rating_model is not None
     assert _same_simulator(build_simulator(real_like, seed=0), fitted)
@@ -66,6 +66,7 @@ def test_heldout_part_is_every_protocol_target_and_what_follows(real_like, fitte
     assert np.all(start[positive] < real_like.user_offsets[1:][positive])
 
 
+@pytest.mark.slow
 def test_no_heldout_row_reaches_the_fit(real_like, fitted):
     """Changing every held-out item (the protocol's targets and what follows) leaves the fit bit-identical."""
     start = fitted.heldout_start
@@ -83,6 +84,7 @@ def test_fidelity_refuses_a_protocol_whose_targets_the_fit_saw(real_like, fitted
         fidelity_report(real_like, fitted, protocol=stricter)
 
 
+@pytest.mark.slow
 def test_fitted_oracle_recovers_most_of_the_true_oracle():
     """On a generated world whose choice model is known, the oracle of the simulator
     fitted to its log (truth hidden) gets most of the true oracle's NDCG."""
@@ -103,7 +105,7 @@ def test_fitted_oracle_recovers_most_of_the_true_oracle():
 
 
 def test_choice_logit_is_what_users_click_by(world, real_like, fitted):
-    truth = world.meta["truth"]
+    truth = world.truth
     users = np.arange(12)
     slate = np.tile(np.arange(5), (12, 1)) + users[:, None]
     exact = build_simulator(world, seed=0)

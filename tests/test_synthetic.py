@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from starec_env.data.synthetic import GENRES, MOVIELENS_RATING_HIST, SyntheticConfig, SyntheticTruth, generate_world
+from starec_env.behaviour import SyntheticTruth
+from starec_env.data.synthetic import GENRES, MOVIELENS_RATING_HIST, SyntheticConfig, generate_world
 from starec_env.simulator.fidelity import popularity_stats, rating_histogram
 
 
@@ -17,13 +18,13 @@ def test_same_seed_same_world_and_different_seed_differs(world):
     again = generate_world(SyntheticConfig(n_users=400, n_items=400), seed=7)
     assert again.interactions.equals(world.interactions)
     assert again.items.equals(world.items)
-    np.testing.assert_array_equal(again.meta["truth"].user_emb, world.meta["truth"].user_emb)
+    np.testing.assert_array_equal(again.truth.user_emb, world.truth.user_emb)
     other = generate_world(SyntheticConfig(n_users=400, n_items=400), seed=8)
     assert not other.interactions[["user", "item"]].equals(world.interactions[["user", "item"]])
 
 
 def test_tables_and_truth_are_aligned(world):
-    truth = world.meta["truth"]
+    truth = world.truth
     assert isinstance(truth, SyntheticTruth)
     assert truth.user_emb.shape[0] == world.n_users and truth.item_emb.shape[0] == world.n_items
     assert world.genre_names == tuple(sorted(world.genre_names)) and set(world.genre_names) <= set(GENRES)
@@ -51,7 +52,7 @@ def test_item_popularity_is_long_tailed(world):
 
 
 def test_histories_reflect_tastes(world):
-    truth = world.meta["truth"]
+    truth = world.truth
     chosen = truth.utility(world.user_arr, world.item_arr[:, None])[:, 0]
     rng = np.random.default_rng(0)
     random_items = rng.integers(0, world.n_items, (len(chosen), 1))
@@ -71,7 +72,7 @@ def test_text_carries_genre_signal(world):
 
 
 def test_demographics_shape_genre_taste(world):
-    truth = world.meta["truth"]
+    truth = world.truth
     g = {name: j for j, name in enumerate(GENRES)}
     ages = world.users["age"].to_numpy()
     young, old = ages < 18, ages >= 45
@@ -86,8 +87,8 @@ def test_subset_keeps_truth_aligned(world):
     users = np.array([5, 3, 100])
     items = np.arange(50, 120)
     sub = world.subset(users, items)
-    old = world.meta["truth"].utility(users, np.broadcast_to(items, (3, len(items))))
-    new = sub.meta["truth"].utility(np.arange(3), np.broadcast_to(np.arange(len(items)), (3, len(items))))
+    old = world.truth.utility(users, np.broadcast_to(items, (3, len(items))))
+    new = sub.truth.utility(np.arange(3), np.broadcast_to(np.arange(len(items)), (3, len(items))))
     np.testing.assert_allclose(new, old)
 
 

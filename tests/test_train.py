@@ -22,6 +22,7 @@ from experiments.train.common import CheckpointError, check_model_dir, last_chec
 from reward.ranking import RankTierReward  # noqa: E402
 
 torch.set_num_threads(1)
+pytestmark = pytest.mark.slow  # trains models (seconds each); `-m "not slow"` skips them
 
 IDS = ["A", "B", "C", "D"]
 PROMPT = [{"role": "user", "content": "Rank the candidates A, B, C, D."}]

@@ -19,9 +19,10 @@ import torch
 from transformers import TrainerCallback
 
 from experiments.config import RunConfig
-from experiments.report import atomic_write, write_json
-from policies.llm.models import use_bf16
+from experiments.report import write_json
 from experiments.train.dist import is_main_process, wait_for_everyone
+from policies.llm.models import use_bf16
+from starec_env.files import atomic_write
 
 #: Files that make a saved folder loadable as a model.
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "adapter_model.safetensors")

@@ -15,18 +15,18 @@ from typing import Any, Callable
 
 import torch
 
+from experiments.config import RunConfig
 from experiments.train.common import (
     CSVLogger,
-    quiet_logs,
     check_model_dir,
     finished_run,
     last_checkpoint,
     mark_finished,
+    quiet_logs,
     save_model_atomic,
     trainer_kwargs,
     use_cpu,
 )
-from experiments.config import RunConfig
 
 
 def grpo_args(cfg: RunConfig, output_dir: Path, weights: list[float]) -> Any:

@@ -286,7 +286,7 @@ def write_csv(path: Path, rows: list[dict]) -> None:
     import csv
     import io
 
-    from experiments.report import atomic_write
+    from starec_env.files import atomic_write
 
     columns = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
@@ -301,9 +301,10 @@ def _read_rows(path: Path) -> list[dict]:
 
 
 # ------------------------------------------------------------------------ RL
-class FollowupRanker:
-    """Ranks each note row's follow-up decision with the rewritten note, by the
-    current policy's judgement slots (one forward pass per prompt)."""
+class JudgeFollowupRanker:
+    """The :data:`reward.shaping.FollowupRanker` of the judge agents: ranks each
+    note row's follow-up decision with the rewritten note, by the current
+    policy's judgement slots (one forward pass per prompt)."""
 
     def __init__(self, judge_config: Any) -> None:
         self.judge_config = judge_config
@@ -321,7 +322,7 @@ class FollowupRanker:
 
     def __call__(self, rows: list[int], memories: list[str], columns: dict) -> list[list[int]]:
         if self.backend is None:
-            raise RuntimeError("FollowupRanker used before bind(trainer)")
+            raise RuntimeError("JudgeFollowupRanker used before bind(trainer)")
         from policies.llm.judge import in_candidate_order
 
         prompts, orders = [], []
@@ -376,7 +377,7 @@ def train_rl(ctx: Context, start: Path, name: str) -> dict:
     quiet_terminal()
     cfg, out = ctx.cfg, Path(ctx.cfg.out)
     bank = MemoryBank()
-    ranker = FollowupRanker(cfg.judge)
+    ranker = JudgeFollowupRanker(cfg.judge)
     tokenizer = AutoTokenizer.from_pretrained(str(start))
     builder = row_builder(ctx, tokenizer)
     try:

@@ -18,8 +18,16 @@ from typing import Any
 
 import torch
 
-from experiments.train.common import CSVLogger, quiet_logs, finished_run, last_checkpoint, mark_finished, save_model_atomic, trainer_kwargs
 from experiments.config import RunConfig
+from experiments.train.common import (
+    CSVLogger,
+    finished_run,
+    last_checkpoint,
+    mark_finished,
+    quiet_logs,
+    save_model_atomic,
+    trainer_kwargs,
+)
 
 
 def lora_config(cfg: RunConfig) -> Any:

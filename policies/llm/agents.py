@@ -54,7 +54,7 @@ from policies.llm.judge import (
 from policies.llm.memory import MemoryConfig, MemoryStore
 from policies.llm.parsing import ParsedRanking, parse_ranking, parse_reflection
 from policies.llm.prompts import PromptConfig, candidate_ids, render_llmrank_prompt, render_rank_prompt, render_reflect_prompt
-from policies.llm.warmup import MemoryCache, WarmupConfig, Walk, cache_settings, plan_walk, step_batch
+from policies.llm.warmup import MemoryCache, Walk, WarmupConfig, cache_settings, plan_walk, step_batch
 from policies.options import takes
 from starec_env.text import AgentTextView, text_view
 from starec_env.types import Feedback, RankingBatch, TrainSplit

@@ -28,12 +28,15 @@ from __future__ import annotations
 import inspect
 import time
 from collections import defaultdict
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
-Messages = list[dict[str, str]]
+from policies.llm.prompts import Messages
+
+if TYPE_CHECKING:
+    from policies.llm.judge import JudgePrompt
 
 _COUNTERS = ("calls", "batches", "prompt_tokens", "cached_tokens", "completion_tokens", "seconds", "truncated_prompts")
 #: Shared prefixes shorter than this are not worth a cache entry.

@@ -20,8 +20,10 @@ from typing import Any, Literal, Protocol, Sequence
 import jinja2
 
 from starec_env.configtools import config_from_dict
+
 TEMPLATE_DIR = Path(__file__).with_name("templates")
 
+#: A chat: ``{"role", "content"}`` messages, the form every model call takes.
 Messages = list[dict[str, str]]
 
 

@@ -26,7 +26,6 @@ import json
 import os
 import re
 import time
-import tomllib
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -36,6 +35,7 @@ from functools import lru_cache
 from typing import Any, Callable, Literal, Protocol, Sequence
 
 import numpy as np
+import tomllib
 
 from policies.llm.evidence import EvidenceBuilder, Signal, render_lines
 from policies.llm.parsing import ParsedRanking, parse_ranking, parse_reflection

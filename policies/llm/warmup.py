@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from starec_env.configtools import config_from_dict
+from starec_env.files import atomic_write
 from starec_env.protocol import sample_unseen
 from starec_env.types import PAD, RankingBatch
 
@@ -175,10 +175,8 @@ class MemoryCache:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         if not self.path.exists():
-            manifest = self.path.with_suffix(".json")
-            tmp = manifest.with_name(manifest.name + ".tmp")
-            tmp.write_text(json.dumps(self.settings, indent=2, sort_keys=True, default=str))
-            os.replace(tmp, manifest)
+            text = json.dumps(self.settings, indent=2, sort_keys=True, default=str).encode()
+            atomic_write(self.path.with_suffix(".json"), lambda fh: fh.write(text))
         with open(self.path, "a") as fh:
             fh.write(json.dumps(entry) + "\n")
             fh.flush()

@@ -2,7 +2,9 @@
 
 Items, users and interactions use dense integer indices (0..n-1) internally;
 the original identifiers are kept in ``items.item_id`` / ``users.user_id`` so
-results can be traced back to the source files.
+results can be traced back to the source files. A synthetic world also
+carries its exact ground truth (``Dataset.truth``), typed by the behaviour
+module that both the generator and the simulator build on.
 """
 from __future__ import annotations
 
@@ -12,6 +14,8 @@ from functools import cached_property
 
 import numpy as np
 import pandas as pd
+
+from starec_env.behaviour import SyntheticTruth
 
 ITEM_COLUMNS = ("item_id", "title", "genres", "year", "description")
 USER_COLUMNS = ("user_id", "age", "gender", "occupation")
@@ -33,6 +37,8 @@ class Dataset:
     "" unknown).
     ``interactions``: columns ``user``, ``item`` (int indices), ``rating``
     (float, 1-5 scale) and ``timestamp`` (int), sorted by user then time.
+    ``truth``: the exact ground truth of a synthetic world, aligned with the
+    item and user indices (None for real data).
     """
 
     name: str
@@ -40,6 +46,7 @@ class Dataset:
     users: pd.DataFrame
     interactions: pd.DataFrame
     meta: dict = field(default_factory=dict)
+    truth: SyntheticTruth | None = None
 
     def __post_init__(self) -> None:
         for frame, cols, what in (
@@ -114,9 +121,8 @@ class Dataset:
     def subset(self, users: np.ndarray, items: np.ndarray, rows: np.ndarray | None = None) -> "Dataset":
         """Keep the given user and item indices (and interaction ``rows`` mask).
 
-        Indices are re-densified in the given order. A ground-truth object in
-        ``meta["truth"]`` (synthetic worlds) is subset alongside through its
-        own ``subset(users, items)`` method so it stays aligned.
+        Indices are re-densified in the given order. The ground truth
+        (synthetic worlds) is subset alongside so it stays aligned.
         """
         users = np.asarray(users, dtype=np.int64)
         items = np.asarray(items, dtype=np.int64)
@@ -132,15 +138,13 @@ class Dataset:
         inter["user"] = umap[inter["user"].to_numpy()]
         inter["item"] = imap[inter["item"].to_numpy()]
         inter = inter.sort_values(["user", "timestamp", "item"], kind="stable").reset_index(drop=True)
-        meta = dict(self.meta)
-        if meta.get("truth") is not None:
-            meta["truth"] = meta["truth"].subset(users, items)
         return Dataset(
             self.name,
             self.items.iloc[items].reset_index(drop=True),
             self.users.iloc[users].reset_index(drop=True),
             inter,
-            meta,
+            dict(self.meta),
+            None if self.truth is None else self.truth.subset(users, items),
         )
 
     def summary(self) -> dict:

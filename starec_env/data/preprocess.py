@@ -7,14 +7,14 @@ stored in ``ds.meta["preprocess"]`` so every layer reads the same values.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Mapping
 
 import numpy as np
 
+from starec_env.configtools import config_from_dict
 from starec_env.data.errors import PreprocessError
 from starec_env.data.model import Dataset
-from starec_env.configtools import config_from_dict
 
 
 @dataclass
@@ -95,7 +95,7 @@ def preprocess(ds: Dataset, cfg: PreprocessConfig, rng: np.random.Generator) -> 
     meta = dict(ds.meta)
     meta["preprocess"] = asdict(cfg)
     meta["preprocess_stats"] = stats
-    return Dataset(ds.name, ds.items, ds.users, ds.interactions, meta)
+    return replace(ds, meta=meta)
 
 
 def _counts(ds: Dataset) -> dict[str, int]:

@@ -1,13 +1,17 @@
 """The built-in synthetic world: a seeded, MovieLens-like catalogue whose ground truth is known.
 
-Users have latent tastes (genre affinities shaped by their demographics, plus
-latent factors) that determine their utility for every item *exactly*; the
+This module makes the catalogue, the users' demographics and their latent
+tastes (genre affinities shaped by demographics, plus latent factors); the
+behaviour models of :mod:`starec_env.behaviour` do the rest. Tastes determine
+every user's utility for every item *exactly* (an embedding user model); the
 interaction log is produced by letting every user choose, one item after the
-other, through the same multinomial-logit choice model the simulator uses
+other, through the multinomial-logit choice model the simulator uses
 (sequential choice without replacement over the catalogue, weighted by item
-exposure), and rate what they chose through the same ordinal rating model.
+exposure), and rate what they chose through its ordinal rating model.
 Histories therefore reflect tastes, and the simulator can later judge agents
-against the very preferences that generated the data.
+against the very preferences that generated the data (``Dataset.truth``).
+The behaviour module sits below the data layer, so the generator samples
+from it without importing the simulator.
 
 Text carries signal: titles are built from genre word lists, descriptions
 name the genres and "theme" words that spell out the item's strongest latent
@@ -15,11 +19,19 @@ factors, and years mirror the first latent factor (classic vs. recent).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
+from starec_env.behaviour import (
+    EmbeddingUserModel,
+    MultinomialLogit,
+    SyntheticTruth,
+    calibrate_thresholds,
+    ordinal_ratings,
+    zipf_log_exposure,
+)
 from starec_env.data.model import Dataset, build_dataset
 
 #: MovieLens genre vocabulary, sorted so that column j of the truth's genre
@@ -189,107 +201,20 @@ class SyntheticConfig:
             raise ValueError(f"SyntheticConfig.year_range: expected (first, last) with first <= last, got {self.year_range!r}")
 
 
-@dataclass
-class SyntheticTruth:
-    """Exact ground truth of a synthetic world.
-
-    Utility of user u for item i is ``user_emb[u] @ item_emb[i]`` with
-    ``user_emb = [genre affinity, latent factors, 1]`` and
-    ``item_emb = [genre weights, latent factors, quality]``; the first
-    ``n_genres`` columns are the genre block (the simulator's fatigue acts there).
-    """
-
-    user_emb: np.ndarray
-    item_emb: np.ndarray
-    n_genres: int
-    log_exposure: np.ndarray
-    rating_thresholds: np.ndarray
-    rating_noise: float
-    temperature: float
-    popularity_weight: float
-    genre_names: tuple[str, ...] = GENRES
-    extra: dict = field(default_factory=dict)
-
-    def utility(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """(B,) users x (B, C) items -> (B, C) float32 true utilities."""
-        return np.einsum("bcd,bd->bc", self.item_emb[items], self.user_emb[np.asarray(users)], optimize=False)
-
-    def subset(self, users: np.ndarray, items: np.ndarray) -> "SyntheticTruth":
-        """The truth restricted (and re-indexed) to the given users and items."""
-        return SyntheticTruth(
-            self.user_emb[users], self.item_emb[items], self.n_genres, self.log_exposure[items],
-            self.rating_thresholds, self.rating_noise, self.temperature, self.popularity_weight,
-            self.genre_names, dict(self.extra),
-        )
-
-
-def genre_weights(genre_matrix: np.ndarray) -> np.ndarray:
-    """0/1 item-genre matrix -> rows scaled to unit norm (multi-genre items split their weight)."""
-    counts = genre_matrix.sum(axis=1, keepdims=True)
-    return (genre_matrix / np.sqrt(np.maximum(counts, 1.0))).astype(np.float32)
-
-
-def consume_plackett_luce(
-    logit_fn, n_rows: int, n_items: int, lengths: np.ndarray, rng: np.random.Generator, chunk: int = 2048
-) -> tuple[np.ndarray, np.ndarray]:
-    """Sequential MNL choice without replacement over the whole catalogue.
-
-    ``logit_fn(rows) -> (len(rows), n_items)`` gives choice logits. Row r picks
-    ``lengths[r]`` distinct items; by the Gumbel-top-k identity, sorting
-    logits + Gumbel noise gives exactly the Plackett-Luce choice order, so this
-    is one vectorised pass instead of a Python loop over steps. Returns
-    (row index, item) arrays in choice order per row.
-    """
-    lengths = np.minimum(np.asarray(lengths, dtype=np.int64), n_items)
-    rows_out, items_out = [], []
-    for lo in range(0, n_rows, chunk):
-        rows = np.arange(lo, min(lo + chunk, n_rows))
-        keys = logit_fn(rows) + rng.gumbel(size=(len(rows), n_items)).astype(np.float32)
-        top = int(lengths[rows].max())
-        if top < n_items:
-            part = np.argpartition(-keys, top - 1, axis=1)[:, :top]
-        else:
-            part = np.broadcast_to(np.arange(n_items), keys.shape)
-        order = np.argsort(-np.take_along_axis(keys, part, axis=1), axis=1, kind="stable")
-        chosen = np.take_along_axis(part, order, axis=1)
-        keep = np.arange(top)[None, :] < lengths[rows][:, None]
-        rows_out.append(np.broadcast_to(rows[:, None], chosen.shape)[keep])
-        items_out.append(chosen[keep])
-    return np.concatenate(rows_out), np.concatenate(items_out)
-
-
-def calibrate_thresholds(scores: np.ndarray, hist: np.ndarray | tuple[float, ...]) -> np.ndarray:
-    """Four ordinal cut points so that rating ``1 + #(score > cut)`` follows ``hist``."""
-    hist = np.asarray(hist, dtype=np.float64)
-    cum = np.cumsum(hist / hist.sum())[:-1]
-    return np.quantile(np.asarray(scores, dtype=np.float64), cum).astype(np.float32)
-
-
-def ordinal_ratings(scores: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Map latent rating scores to 1..5 stars through the cut points."""
-    return (1 + np.searchsorted(thresholds, scores, side="left")).astype(np.float32)
-
-
 def generate_world(cfg: SyntheticConfig | None = None, seed: int = 0) -> Dataset:
-    """Generate the synthetic world; ``meta["truth"]`` is its :class:`SyntheticTruth`."""
+    """Generate the synthetic world; ``Dataset.truth`` is its :class:`SyntheticTruth`."""
     cfg = cfg or SyntheticConfig()
     rng = np.random.default_rng([seed, 0x57A8EC])
-    n_g = len(GENRES)
     items, item_genre01, item_factors, quality, log_exposure = _make_items(cfg, rng)
     users, user_genre, user_factors = _make_users(cfg, rng)
-    user_emb = np.concatenate([user_genre, user_factors, np.ones((cfg.n_users, 1), np.float32)], axis=1)
-    item_emb = np.concatenate([genre_weights(item_genre01), item_factors, quality[:, None]], axis=1)
-    user_emb, item_emb = user_emb.astype(np.float32), item_emb.astype(np.float32)
+    taste = EmbeddingUserModel.from_parts(user_genre, user_factors, item_genre01, item_factors, quality)
+    user_emb, item_emb = taste.user_emb, taste.item_emb
 
     extra = rng.lognormal(np.log(cfg.median_extra_history), cfg.history_sigma, cfg.n_users)
     max_len = cfg.max_history or max(cfg.min_history, cfg.n_items // 2)
     lengths = np.clip(cfg.min_history + np.floor(extra).astype(np.int64), cfg.min_history, max_len)
-    bias = (cfg.popularity_weight * log_exposure).astype(np.float32)
-
-    def logits(rows: np.ndarray) -> np.ndarray:
-        return (user_emb[rows] @ item_emb.T) / np.float32(cfg.temperature) + bias
-
-    rows, chosen = consume_plackett_luce(logits, cfg.n_users, cfg.n_items, lengths, rng, cfg.chunk_users)
+    choice = MultinomialLogit(taste, cfg.temperature, (cfg.popularity_weight * log_exposure).astype(np.float32))
+    rows, chosen = choice.sequences(np.arange(cfg.n_users), lengths, rng, cfg.chunk_users)
     util = np.einsum("nd,nd->n", user_emb[rows], item_emb[chosen])
     latent = util + cfg.rating_noise * rng.standard_normal(len(util)).astype(np.float32)
     thresholds = calibrate_thresholds(latent, cfg.rating_hist)
@@ -310,17 +235,17 @@ def generate_world(cfg: SyntheticConfig | None = None, seed: int = 0) -> Dataset
         "timestamp": timestamps,
     })
     truth = SyntheticTruth(
-        user_emb, item_emb, n_g, log_exposure.astype(np.float32), thresholds,
-        float(cfg.rating_noise), float(cfg.temperature), float(cfg.popularity_weight),
+        user_emb, item_emb, len(GENRES), log_exposure.astype(np.float32), thresholds,
+        float(cfg.rating_noise), float(cfg.temperature), float(cfg.popularity_weight), GENRES,
     )
-    ds = build_dataset("synthetic", items, users, inter, {"truth": truth, "synthetic_config": cfg, "seed": seed})
+    ds = build_dataset("synthetic", items, users, inter, {"synthetic_config": cfg, "seed": seed})
     # build_dataset drops items nobody chose and sorts ids numerically;
     # realign the truth with the final indices.
     item_pos = ds.items["item_id"].astype(np.int64).to_numpy() - 1
     user_pos = ds.users["user_id"].astype(np.int64).to_numpy() - 1
     if len(item_pos) != cfg.n_items or len(user_pos) != cfg.n_users:
-        ds.meta["truth"] = truth.subset(user_pos, item_pos)
-    return ds
+        truth = truth.subset(user_pos, item_pos)
+    return replace(ds, truth=truth)
 
 
 def _make_items(cfg: SyntheticConfig, rng: np.random.Generator):
@@ -341,8 +266,7 @@ def _make_items(cfg: SyntheticConfig, rng: np.random.Generator):
     order = np.argsort(-(quality / max(cfg.quality_std, 1e-6) + rng.standard_normal(n)))
     rank = np.empty(n, np.int64)
     rank[order] = np.arange(n)
-    log_exposure = -cfg.popularity_alpha * np.log1p(rank)
-    log_exposure = log_exposure - log_exposure.mean()
+    log_exposure = zipf_log_exposure(rank, cfg.popularity_alpha)
 
     titles, descriptions, seen = [], [], {}
     for i in range(n):

@@ -2,11 +2,13 @@
 
 Split like RecSim into a preference model (true utilities), a response model
 (click + rating) and user state dynamics (consumption, fatigue, patience,
-popularity coupling); every random draw takes an explicit generator.
-:func:`build_simulator` uses the exact truth of a synthetic world. On real
-data it fits, on the rows the offline protocol does not hold out, a choice
-model (which item a user picks next: ``choice.py``) that drives clicks and a
-rating model (``fit.py``) that gives the ratings.
+popularity coupling), built on the behaviour models of
+:mod:`starec_env.behaviour`; every random draw takes an explicit generator.
+:func:`build_simulator` uses the exact truth of a synthetic world
+(``Dataset.truth``). On real data it fits, on the rows the offline protocol
+does not hold out, a choice model (which item a user picks next:
+``choice.py``) that drives clicks and a rating model (``fit.py``) that gives
+the ratings.
 """
 from __future__ import annotations
 
@@ -15,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from starec_env.behaviour import calibrate_thresholds
 from starec_env.data.model import Dataset
-from starec_env.data.synthetic import SyntheticTruth, calibrate_thresholds
 from starec_env.simulator.choice import FittedChoice, fit_choice
 from starec_env.simulator.config import SimulatorConfig
 from starec_env.simulator.dynamics import CandidateSampler, UserState
@@ -119,8 +121,8 @@ class UserSimulator:
 def build_simulator(dataset: Dataset, cfg: SimulatorConfig | None = None, seed: int = 0) -> UserSimulator:
     """The simulator for ``dataset``: exact truth when it has one, fitted otherwise."""
     cfg = cfg or SimulatorConfig()
-    truth = dataset.meta.get("truth")
-    if isinstance(truth, SyntheticTruth):
+    truth = dataset.truth
+    if truth is not None:
         pref = PreferenceModel(truth.user_emb, truth.item_emb, truth.n_genres, source="truth")
         noise = truth.rating_noise if cfg.rating_noise is None else cfg.rating_noise
         thresholds = truth.rating_thresholds

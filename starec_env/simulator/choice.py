@@ -39,8 +39,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from starec_env.behaviour import genre_weights
 from starec_env.data.model import Dataset
-from starec_env.data.synthetic import genre_weights
 from starec_env.simulator.config import SimulatorConfig
 from starec_env.simulator.holdout import heldout_start
 

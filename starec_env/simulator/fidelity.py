@@ -19,8 +19,8 @@ import sys
 
 import numpy as np
 
+from starec_env.behaviour import consume_plackett_luce
 from starec_env.data.model import Dataset
-from starec_env.data.synthetic import consume_plackett_luce
 from starec_env.protocol import LeaveOneOut
 from starec_env.simulator.choice import log_choice_probability
 

@@ -3,10 +3,11 @@
 One representation serves both worlds: utility is the dot product of a user
 row and an item row of two embedding tables whose first ``n_genres`` columns
 are the genre block (item side: genre weights; user side: genre affinity).
-The synthetic truth is exactly of this form and the model fitted to real
-ratings is mapped into it, so the response and dynamics code never needs to
-know where the utilities came from (genre fatigue simply shifts the user's
-genre block).
+It is the behaviour module's :class:`~starec_env.behaviour.EmbeddingUserModel`
+(the synthetic truth is exactly of this form and the models fitted to real
+data are mapped into it) with the genre block made explicit, so the response
+and dynamics code never needs to know where the utilities came from (genre
+fatigue simply shifts the user's genre block).
 """
 from __future__ import annotations
 
@@ -15,31 +16,16 @@ from functools import cached_property
 
 import numpy as np
 
+from starec_env.behaviour import EmbeddingUserModel
+
 
 @dataclass(frozen=True)
-class PreferenceModel:
+class PreferenceModel(EmbeddingUserModel):
     """``utility(users (B,), items (B, C)) -> (B, C)`` as embedding dot products."""
 
-    user_emb: np.ndarray
-    item_emb: np.ndarray
     n_genres: int
     #: Where the utilities come from ("truth" for synthetic, "fitted" for real data).
     source: str = "truth"
-
-    def __post_init__(self) -> None:
-        if self.user_emb.shape[1] != self.item_emb.shape[1]:
-            raise ValueError(
-                f"PreferenceModel: user and item embeddings differ in width "
-                f"({self.user_emb.shape[1]} vs {self.item_emb.shape[1]})"
-            )
-
-    @property
-    def n_users(self) -> int:
-        return self.user_emb.shape[0]
-
-    @property
-    def n_items(self) -> int:
-        return self.item_emb.shape[0]
 
     def utility(self, users: np.ndarray, items: np.ndarray) -> np.ndarray:
         """True utilities (float32) of ``items[b]`` for ``users[b]``."""
@@ -64,10 +50,6 @@ class PreferenceModel:
         for col, row in zip(columns, out):
             np.einsum("bd,bd->b", np.take(self.item_emb, col, axis=0), user_vectors, out=row)
         return np.ascontiguousarray(out.T)
-
-    def full(self, users: np.ndarray) -> np.ndarray:
-        """(len(users), n_items) utilities, for analyses on small worlds."""
-        return self.user_emb[np.asarray(users)] @ self.item_emb.T
 
     @cached_property
     def _genre_rows(self) -> np.ndarray:

@@ -4,16 +4,18 @@ Click: multinomial logit over the displayed slate plus a no-click option.
 The logit of an item is its (state-dependent) utility over the temperature,
 plus awareness (log exposure of the item, its long-tailed popularity), plus a
 position bias that decays with the slot, plus an optional popularity boost
-coupling users. Rating: ordinal thresholds on utility plus Gaussian noise,
-calibrated so that ratings follow the dataset's histogram.
+coupling users. Rating: the behaviour module's ordinal rating model
+(thresholds on utility plus Gaussian noise), calibrated so that ratings
+follow the dataset's histogram.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
-from starec_env.data.synthetic import ordinal_ratings
+from starec_env.behaviour import OrdinalRatings
 
 
 @dataclass(frozen=True)
@@ -65,12 +67,14 @@ class ResponseModel:
         expd = np.exp(full)
         return expd / expd.sum(axis=1, keepdims=True)
 
+    @cached_property
+    def rating(self) -> OrdinalRatings:
+        """The rating model the thresholds and noise define."""
+        return OrdinalRatings(self.rating_thresholds, self.rating_noise)
+
     def rate(self, utility: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """1..5 star ratings for items with the given true utilities."""
-        noise = rng.standard_normal(len(utility), dtype=np.float32)
-        noise *= np.float32(self.rating_noise)
-        noise += utility
-        return ordinal_ratings(noise, self.rating_thresholds)
+        return self.rating.rate(utility, rng)
 
     def expected_rating_hist(self, utility: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Share of 1..5 stars the model gives to items with these utilities."""
