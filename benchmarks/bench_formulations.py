@@ -38,6 +38,7 @@ import torch
 from experiments.config import load_run_config
 from experiments.train.pipeline import decisions_for, prepare
 from experiments.train.rollout import view_of
+from policies.llm.formats import RANKING_PREFIX
 from policies.llm.judge import JudgeEncoder, choice_targets, evidence_text, listwise_loss, shown_history, slot_scores
 from policies.llm.models import load_model, use_bf16
 from policies.llm.prompts import candidate_ids
@@ -147,7 +148,7 @@ def build_items(cfg: Any, ctx: Any, decisions: Any, tokenizer: Any, encoder: Jud
         listed = head + "Candidates:\n" + "\n".join(f"[{i}] {line[2:]}" for i, line in zip(ids, lines))
         listed += "\nRank all candidates, best first."
         pointer_text = tokenizer.apply_chat_template([messages[0], {"role": "user", "content": listed}],
-                                                     tokenize=False, add_generation_prompt=True) + "Ranking:"
+                                                     tokenize=False, add_generation_prompt=True) + RANKING_PREFIX
         pointer = tokenizer(pointer_text, add_special_tokens=False)["input_ids"]
         pointer_ids = [tokenizer(" " + i, add_special_tokens=False)["input_ids"][0] for i in ids]
         items.append({"judge": judge, "prefix": prefix, "suffixes": suffixes, "pointer": pointer,

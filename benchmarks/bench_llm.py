@@ -38,7 +38,7 @@ from starec_env.types import Feedback
 
 #: Path -> (agent, options on top of the defaults).
 AGENTS = {"judge": ("starec-fast", {}), "starec": ("starec", {"warmup": {"steps": 0}}), "slow": ("starec-slow", {})}
-MODES = ("judge", "slow", "reflect")
+MODES = ("judge", "think", "reflect")
 THROUGHPUT_PROMPT = [{"role": "user", "content": "Tell me a long story about a family watching old movies together."}]
 
 

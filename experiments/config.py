@@ -24,6 +24,7 @@ from typing import Any
 
 import tomllib
 
+from policies.llm.formats import rankings
 from policies.llm.judge import JudgeConfig
 from policies.llm.warmup import WarmupConfig
 from policies.options import PolicyOptionError, check_types
@@ -44,7 +45,6 @@ PRESET_DIR = Path(__file__).resolve().parent / "configs" / "presets"
 #: (``teacher`` is the distillation teacher itself, no folder).
 TRAINED_ROWS = {"starec": "rl", "starec-sft": "sft", "starec-rl-only": "rl-only", "starec-noreflect": "rl",
                 "starec-base": "base", "teacher": None}
-RANKINGS = ("judge", "score", "generate", "slow", "adaptive")
 
 
 class ConfigError(ValueError):
@@ -100,8 +100,8 @@ class ModelSection:
     """The student: ``name`` is "smollm2-135m", "tiny", a local folder or a hub id.
 
     ``ranking`` is how trained students rank when evaluated (``judge``: the
-    judgement slots they are trained on; ``score``, ``generate``, ``slow``,
-    ``adaptive``: see :mod:`policies.llm.agents`); ``batch_size`` bounds LLM
+    judgement slots they are trained on; ``score``, ``generate``, ``think``,
+    ``adaptive``: see :mod:`policies.llm.agents` and :mod:`policies.llm.formats`); ``batch_size`` bounds LLM
     inference batches;
     ``max_new_tokens*`` (None = the agents' defaults) bound generated
     rankings and reflections of every LLM row. ``precision`` is the
@@ -437,8 +437,8 @@ def _validate(cfg: RunConfig) -> None:
     _validate_types(cfg)
     _validate_run(cfg)
     _validate_policy_tables(cfg)
-    if cfg.model.ranking not in RANKINGS:
-        raise ConfigError(f"model.ranking must be one of {RANKINGS}, got {cfg.model.ranking!r}")
+    if cfg.model.ranking not in rankings():
+        raise ConfigError(f"model.ranking must be one of {rankings()}, got {cfg.model.ranking!r}")
     if cfg.model.precision not in ("auto", "bf16", "fp32"):
         raise ConfigError(f"model.precision must be 'auto', 'bf16' or 'fp32', got {cfg.model.precision!r}")
     if cfg.device not in ("auto", "cpu", "cuda"):

@@ -1,79 +1,30 @@
-"""Evaluation loops: the offline protocol and online simulated sessions.
+"""Evaluation: every policy under the offline protocol and in online simulated sessions.
 
 One seed = one protocol draw (users, negatives), one policy initialisation
-and one set of simulated episodes. The world (dataset, simulator) is built
-once per run from ``data.seed``, so seeds vary the evaluation, not the world.
+and one set of simulated episodes. The world (dataset, simulator,
+:mod:`experiments.world`) is built once per run from ``data.seed``, so seeds
+vary the evaluation, not the world; the episodes are played by
+:func:`policies.loop.play`.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, fields
-from typing import Any, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from experiments.config import TRAINED_ROWS, ConfigError, RunConfig
+from experiments.config import TRAINED_ROWS, RunConfig
 from experiments.report import PER_USER, aggregate
+from experiments.world import World, env_config, load_world, make_env
 from policies.base import Policy, PolicyContext
+from policies.loop import play
 from policies.registry import Factory, is_llm_policy, make_policy
-from starec_env.data.errors import DataOptionError
-from starec_env.data.model import Dataset
 from starec_env.protocol import LeaveOneOut
-from starec_env.types import Feedback, RankingBatch
+from starec_env.types import RankingBatch
 
-
-@dataclass
-class World:
-    """The dataset every policy is judged on and the simulator answering it."""
-
-    dataset: Dataset
-    simulator: Any
-
-
-def load_world(cfg: RunConfig) -> World:
-    """Load and preprocess the dataset, then fit/build its simulator."""
-    from starec_env.data import PreprocessConfig, load_dataset
-    from starec_env.simulator import build_simulator
-
-    data = cfg.data
-    try:
-        pre = PreprocessConfig.from_dict(data.preprocess) if data.preprocess else None
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"[data.preprocess]: {err}") from None
-    try:
-        dataset = load_dataset(data.dataset, data.data_dir, preprocess=pre, seed=data.seed, **data.options)
-    except DataOptionError as err:  # an option the loader does not take, or a value it cannot use
-        raise ConfigError(f"[data.options]: {err}") from None
-    return World(dataset, build_simulator(dataset, _simulator_config(cfg), data.seed))
-
-
-def _simulator_config(cfg: RunConfig):
-    """The simulator settings; on real data the fit holds out what the run's
-    protocol holds out (each user's last positive by the protocol's threshold)."""
-    from starec_env.simulator import SimulatorConfig
-
-    try:
-        return SimulatorConfig.from_dict({"holdout_threshold": cfg.protocol.positive_threshold, **cfg.simulator})
-    except ValueError as err:
-        raise ConfigError(f"[simulator]: {err}") from None
-
-
-def env_config(cfg: RunConfig, world: World, llm: bool = True):
-    """EnvConfig of the online sessions: the run's world and ``[online.env]``
-    options, sized for LLM agents (``online.llm_users`` agents, ``[online.llm_env]``
-    on top) or, with ``llm=False``, for cheap agents (``online.users``)."""
-    from starec_env.config import EnvConfig
-
-    online = cfg.online
-    users, extra = (online.llm_users, online.llm_env) if llm else (online.users, {})
-    values = {"n_users": min(users, world.dataset.n_users), "history_len": cfg.protocol.history_len, **online.env, **extra}
-    values.update(dataset=world.dataset, seed=cfg.data.seed, simulator=_simulator_config(cfg))
-    source = "[online.llm_env]" if llm and extra else "[online.env]"
-    try:
-        return EnvConfig.from_dict(values, source=source)
-    except ValueError as err:  # unknown keys name the table already; bad values name the field
-        raise ConfigError(str(err) if str(err).startswith(source) else f"{source}: {err}") from None
+if TYPE_CHECKING:
+    from starec_env.batched import BatchedEnv
 
 
 def is_llm_row(name: str) -> bool:
@@ -105,7 +56,7 @@ def run_offline(policy: Policy, protocol: LeaveOneOut, batch_size: int, desc: st
     return metrics
 
 
-def run_online(policy: Policy, env, seed: int) -> dict:
+def run_online(policy: Policy, env: BatchedEnv, seed: int) -> dict:
     """One simulated session per env user until every user has left or hit ``max_cycles``.
 
     Each step the policy scores the live users' candidates, the env shows the
@@ -146,40 +97,6 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> tuple[float, float]:
         return 0.0, float("nan")
     ratio = float(num.sum() / total)
     return ratio, _standard_error(num - ratio * den) / float(den.mean())
-
-
-@dataclass(frozen=True)
-class Step:
-    """One environment step of an episode: the acting ``rows``, the batch they
-    ranked, the full (N, C) ``scores`` sent and the env's result."""
-
-    rows: np.ndarray
-    batch: RankingBatch
-    scores: np.ndarray
-    result: Any
-
-
-def play(env: Any, policy: Policy, seed: int, users: np.ndarray | None = None) -> Iterator[Step]:
-    """One episode (agents: dataset ``users``, default the env's) until every
-    user has left or hit ``max_cycles``: the live users are scored, the env
-    shows the top slate, the policy observes the feedback; yields each step."""
-    batch = env.reset(seed=seed, users=users)
-    alive = np.asarray(env.alive, dtype=bool).copy()  # users with nothing left to offer start done
-    while alive.any():
-        rows = np.flatnonzero(alive)
-        shown = batch.take(rows)
-        scores = np.zeros(batch.candidates.shape, dtype=np.float64)
-        scores[rows] = policy.score(shown)
-        result = env.step(scores)
-        policy.observe(shown, take_feedback(result.feedback, rows))
-        yield Step(rows, batch, scores, result)
-        batch = result.batch
-        alive = np.asarray(result.alive, dtype=bool)
-
-
-def take_feedback(fb: Feedback, rows: np.ndarray) -> Feedback:
-    """The feedback rows of the users that were shown a slate."""
-    return type(fb)(**{f.name: np.asarray(getattr(fb, f.name))[rows] for f in fields(fb)})
 
 
 def benchmark(cfg: RunConfig, world: World | None = None, factories: dict[str, Factory] | None = None) -> tuple[list[dict], dict]:
@@ -250,11 +167,3 @@ def evaluate_policy(
         result["online_max_cycles"] = env.max_cycles
     return result, policy
 
-
-def make_env(cfg: RunConfig, world: World, llm: bool = True):
-    """The batched env over the run's world (same item indices as the protocol),
-    sized for LLM agents unless ``llm=False`` (see :func:`env_config`); the
-    training stages drive LLM agents, so theirs is the default."""
-    from starec_env.batched import BatchedEnv
-
-    return BatchedEnv(env_config(cfg, world, llm), simulator=world.simulator)

@@ -140,8 +140,8 @@ def run_fidelity(cfg: RunConfig) -> int:
     """How closely the simulator reproduces the data (ratings, popularity curve) and
     predicts held-out choices under the run's protocol (first seed; at least the
     paper's 1,000 users, as the oracle costs nothing to score)."""
-    from experiments.evaluate import load_world
     from experiments.report import write_json
+    from experiments.world import load_world
     from starec_env.protocol import LeaveOneOut
     from starec_env.simulator import fidelity_report
     from starec_env.simulator.fidelity import format_fidelity

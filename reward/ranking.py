@@ -10,9 +10,10 @@ NaN and leaves out of the weighted sum, so ranking and memory-update prompts can
 one batch. Instances carry a ``__name__`` so TRL logs each term separately
 (``rewards/<name>/mean``).
 
-Columns read (written by :mod:`experiments.train.rollout`):
-``mode`` (the answer format: "fast" bare ranking, "think" reasoning then
-ranking, "reflect" memory update; absent means "fast"), ``candidate_ids`` (the
+Columns read (written by :mod:`experiments.train.walks`):
+``mode`` (the answer format, a name in :mod:`policies.llm.formats`, whose
+entry says which reward terms score it and how it is parsed; absent means
+"fast"), ``candidate_ids`` (the
 short ids shown in the prompt), ``target`` (position of the held-out
 positive among the candidates, -1 if none), ``utilities`` (the simulator's
 true utility of each candidate), ``user`` and ``items`` (dataset indices of
@@ -24,6 +25,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from policies.llm.formats import FAST, get_format, rewarded_by
 from starec_env.metrics import ndcg_graded
 
 #: The paper's rank tiers: (last 1-based position of the tier, reward).
@@ -87,20 +89,16 @@ def order_to_scores(order: Sequence[int], n_candidates: int) -> np.ndarray:
     return scores
 
 
-#: Answer formats that are rankings (the others are memory updates).
-RANK_MODES = ("fast", "think")
-
-
 class CompletionReward:
-    """Base for rewards that parse each completion whose row ``mode`` they score.
+    """Base for rewards that parse each completion whose row ``mode`` (answer
+    format) lists the reward's ``__name__`` among its rewards.
 
     Subclasses implement :meth:`score_row`. ``parse`` defaults to the
-    project's parser (called with ``expect_think`` for "think" rows); tests
-    and other parsers can inject their own.
+    project's parser (called with the format's ``expect_think``); tests and
+    other parsers can inject their own.
     """
 
     __name__ = "completion_reward"
-    modes: tuple[str, ...] = RANK_MODES
 
     def __init__(self, parse: Parser | None = None) -> None:
         self._parse = parse
@@ -112,13 +110,13 @@ class CompletionReward:
         return self._parse
 
     def parse_row(self, text: str, ids: list[str], mode: str) -> Any:
-        return self.parse(text, ids, expect_think=mode == "think")
+        return self.parse(text, ids, expect_think=get_format(mode).expect_think)
 
     def __call__(self, prompts: list, completions: list, candidate_ids: list, mode: list | None = None, **columns: Any) -> list[float | None]:
         out: list[float | None] = []
         for i, completion in enumerate(completions):
-            row_mode = "fast" if mode is None else mode[i]
-            if row_mode not in self.modes:
+            row_mode = FAST.name if mode is None else mode[i]
+            if not rewarded_by(row_mode, self.__name__):
                 out.append(None)
                 continue
             ids = list(candidate_ids[i])
@@ -180,7 +178,6 @@ class FormatReward(CompletionReward):
     """
 
     __name__ = "format"
-    modes = (*RANK_MODES, "reflect")
 
     def __init__(self, parse: Parser | None = None, budget: int = 256, penalty: float = 0.5, parse_reflection: Callable[[str], Any] | None = None) -> None:
         super().__init__(parse)
@@ -189,7 +186,7 @@ class FormatReward(CompletionReward):
         self._parse_reflection = parse_reflection
 
     def parse_row(self, text: str, ids: list[str], mode: str) -> Any:
-        if mode != "reflect":
+        if get_format(mode).parser == "ranking":
             return super().parse_row(text, ids, mode)
         if self._parse_reflection is None:
             from policies.llm.parsing import parse_reflection

@@ -11,6 +11,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from policies.llm.formats import rewarded_by
 from reward.ranking import (
     ABSENT_REWARD,
     PAPER_TIERS,
@@ -51,7 +52,8 @@ MEMORY_METRICS = ("tier", "ndcg", "choice")
 class MemoryAlignmentReward:
     """The paper's memory-update reward for slow thinking.
 
-    The description a "reflect" completion writes is used at once in a
+    The description a completion in a format this term scores (the
+    "reflect" format, :mod:`policies.llm.formats`) writes is used at once in a
     follow-up ranking of that row's next candidate list (the row's
     ``candidate_ids`` / ``target`` / ``utilities`` columns describe the
     follow-up); the ranking's score (:data:`MEMORY_METRICS`) scores the
@@ -61,7 +63,6 @@ class MemoryAlignmentReward:
     """
 
     __name__ = "memory"
-    mode = "reflect"
 
     def __init__(
         self,
@@ -80,7 +81,7 @@ class MemoryAlignmentReward:
         self.record = record
 
     def __call__(self, prompts: list, completions: list, candidate_ids: list, mode: list | None = None, **columns: Any) -> list[float | None]:
-        rows = [i for i in range(len(completions)) if mode is None or mode[i] == self.mode]
+        rows = [i for i in range(len(completions)) if mode is None or rewarded_by(mode[i], self.__name__)]
         out: list[float | None] = [None] * len(completions)
         if not rows:
             return out

@@ -275,7 +275,8 @@ def test_every_agent_sees_the_same_candidates() -> None:
 
 def test_online_sessions_are_sized_per_policy_kind() -> None:
     """Cheap agents: many users and full sessions; LLM agents and trained rows: fewer (issue 11, item 10)."""
-    from experiments.evaluate import env_config, is_llm_row, load_world
+    from experiments.evaluate import is_llm_row
+    from experiments.world import env_config, load_world
 
     cfg = load_run_config(None, {"data": {"options": {"n_users": 80, "n_items": 60}},
                                  "online": {"users": 50, "llm_users": 3, "llm_env": {"max_cycles": 2}}}, [])

@@ -59,11 +59,11 @@ def test_agent_runs_environment_steps(name, env, tiny_backend):
     stats = policy.stats()
     assert stats["decisions"] == 2 * env.n_agents
     assert stats["model"] == "tiny"
-    generated = stats.get("fast_calls", 0) + stats.get("slow_calls", 0)
+    generated = stats.get("fast_calls", 0) + stats.get("think_calls", 0)
     if name in JUDGES:  # one forward pass per user and step scores every candidate
         assert stats["judge_calls"] == 2 * env.n_agents
         if name == "starec-adaptive":
-            assert stats["slow_decisions"] == stats.get("slow_calls", 0) <= 0.25 * stats["decisions"]
+            assert stats["think_decisions"] == stats.get("think_calls", 0) <= 0.25 * stats["decisions"]
         else:
             assert generated == 0
     else:
@@ -234,7 +234,7 @@ def test_scoring_prompt_is_compact_and_threads_apply(env, tiny_backend):
     views = policy._views(batch)
     evidence = policy.evidence.lines(batch)
     fast = policy._rank_prompt(views[0], evidence[0], "fast")
-    slow = policy._rank_prompt(views[0], evidence[0], "slow")
+    slow = policy._rank_prompt(views[0], evidence[0], "think")
     assert len(fast[1]["content"]) < 0.7 * len(slow[1]["content"])
 
 

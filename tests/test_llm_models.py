@@ -112,17 +112,17 @@ def test_every_call_is_accounted(tiny_backend):
     tok = tiny_backend.tokenizer
     prompt_tokens = sum(len(tok(tiny_backend.prompt_text(c), add_special_tokens=False)["input_ids"]) for c in CHATS)
     tiny_backend.generate(CHATS, max_new_tokens=5, agent="a", mode="fast")
-    tiny_backend.generate(CHATS[:1], max_new_tokens=5, agent="b", mode="slow")
+    tiny_backend.generate(CHATS[:1], max_new_tokens=5, agent="b", mode="think")
     tiny_backend.score_options(CHATS, [[" A"]] * 3, agent="a", mode="score")
     a = tiny_backend.stats(agent="a")
     assert a["fast_calls"] == 3 and a["fast_batches"] == 1  # batch_size 4
     assert a["fast_prompt_tokens"] == prompt_tokens
     assert 0 < a["fast_completion_tokens"] <= 15
     assert a["score_calls"] == 3 and a["score_completion_tokens"] == 0
-    assert a["llm_calls"] == 6 and "slow_calls" not in a
+    assert a["llm_calls"] == 6 and "think_calls" not in a
     assert a["fast_seconds"] > 0
     total = tiny_backend.stats()
-    assert total["llm_calls"] == 7 and total["slow_calls"] == 1
+    assert total["llm_calls"] == 7 and total["think_calls"] == 1
 
 
 def test_long_prompts_are_cut_and_counted(tiny_backend):

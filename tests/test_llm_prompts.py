@@ -81,7 +81,7 @@ def test_rank_prompts_match_golden_files():
     _golden("rank_fast", render_rank_prompt(view, "Likes comedies.", mode="fast"))
     _golden("rank_fast_evidence", render_rank_prompt(view, "Likes comedies.", mode="fast", evidence=REAL_EVIDENCE))
     _golden("rank_fast_full", render_rank_prompt(view, "Likes comedies.", mode="fast", config=PromptConfig(fast_layout="full")))
-    _golden("rank_slow_evidence", render_rank_prompt(view, "Likes comedies.", mode="slow", evidence=EVIDENCE))
+    _golden("rank_think_evidence", render_rank_prompt(view, "Likes comedies.", mode="think", evidence=EVIDENCE))
     _golden("llmrank", render_llmrank_prompt(view))
     _golden("reflect", render_reflect_prompt(view, "Likes comedies.", predicted=[3, 0, 1, 2, 4], chosen=1, rating=5))
     _golden("reflect_no_click", render_reflect_prompt(view, None, predicted=[0, 1], chosen=None))
@@ -106,23 +106,23 @@ def test_rank_prompt_structure():
         assert f"[{cid}] {title}" in user
     assert "<think>" not in user and "Ranking:" in fast[0]["content"]
     assert "(none yet)" in user and "user_id" not in user  # ids are not demographics
-    slow = render_rank_prompt(view, "Likes comedies.", mode="slow", evidence=EVIDENCE)[1]["content"]
+    slow = render_rank_prompt(view, "Likes comedies.", mode="think", evidence=EVIDENCE)[1]["content"]
     assert "<think>" in slow and "Likes comedies." in slow and slow.count("evidence:") == 5
     # A memory object with a .preference attribute works like a string.
     memory = type("Memory", (), {"preference": "Likes comedies."})()
-    assert render_rank_prompt(view, memory, mode="slow", evidence=EVIDENCE)[1]["content"] == slow
+    assert render_rank_prompt(view, memory, mode="think", evidence=EVIDENCE)[1]["content"] == slow
 
 
 def test_fast_prompt_is_compact_and_configurable():
     view = make_view()
-    slow = render_rank_prompt(view, None, mode="slow", evidence=REAL_EVIDENCE)[1]["content"]
+    slow = render_rank_prompt(view, None, mode="think", evidence=REAL_EVIDENCE)[1]["content"]
     compact = render_rank_prompt(view, None, mode="fast", evidence=REAL_EVIDENCE)[1]["content"]
     assert len(compact) < 0.6 * len(slow)
     assert "[B] Babe | Comedy, Children's | pop2 genre- sim-" in compact and "(1995)" not in compact
     # fast prompts show the last min(fast_history, max_history) items; slow ones max_history
     short = PromptConfig(fast_history=2)
     assert "Toy Story" not in render_rank_prompt(view, None, config=short)[1]["content"]
-    assert "Toy Story" in render_rank_prompt(view, None, mode="slow", config=short)[1]["content"]
+    assert "Toy Story" in render_rank_prompt(view, None, mode="think", config=short)[1]["content"]
     assert "Heat" not in render_rank_prompt(view, None, config=PromptConfig(max_history=2, fast_history=9))[1]["content"]
     # compact candidates never carry descriptions; the full layout is the slow prompt's
     assert "about:" not in render_rank_prompt(view, None, config=PromptConfig(descriptions=True))[1]["content"]
@@ -148,7 +148,7 @@ def test_compact_evidence_keeps_every_rank():
 def test_candidate_descriptions_are_optional():
     view = make_view()
     assert "about:" not in render_rank_prompt(view, None)[1]["content"]
-    text = render_rank_prompt(view, None, mode="slow", config=PromptConfig(descriptions=True))[1]["content"]
+    text = render_rank_prompt(view, None, mode="think", config=PromptConfig(descriptions=True))[1]["content"]
     assert "[B] Babe (1995) | Comedy, Children's\n    about: A film called Babe." in text
 
 
@@ -160,7 +160,7 @@ def test_zero_shot_prompt_has_no_memory_or_profile():
 
 def test_history_is_bounded_most_recent_kept():
     view = make_view()
-    text = render_rank_prompt(view, None, mode="slow", config=PromptConfig(max_history=2))[1]["content"]
+    text = render_rank_prompt(view, None, mode="think", config=PromptConfig(max_history=2))[1]["content"]
     assert "Toy Story" not in text and "Heat" not in text and "Scream" in text
     text = render_rank_prompt(view, None, config=PromptConfig(max_history=0))[1]["content"]
     assert "(no movies yet)" in text

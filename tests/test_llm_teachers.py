@@ -52,7 +52,7 @@ def test_genre_taste_from_visible_ratings():
 def test_oracle_ranks_by_true_utility_and_cites_only_visible_evidence():
     teacher = OracleTeacher(seed=3)
     batch = samples()
-    texts = teacher.generate("rank", batch, [s.prompt("rank") for s in batch], [None] * len(batch))
+    texts = teacher.generate("think", batch, [s.prompt("think") for s in batch], [None] * len(batch))
     words = re.compile(r"[A-Za-z][A-Za-z'-]+")
     bank = set(words.findall((TEMPLATE_DIR / "oracle_phrases.toml").read_text(encoding="utf-8").lower()))
     titles = {f"[{cid}] {t}" for cid, (t, _g, _y) in zip("ABCDE", make_view().candidates)}
@@ -62,21 +62,21 @@ def test_oracle_ranks_by_true_utility_and_cites_only_visible_evidence():
         assert parsed.order == list(np.argsort(-sample.utilities, kind="stable"))
         # Only evidence from the prompt: no utility numbers; every word comes from the prompt or the phrase bank.
         assert "utilit" not in text.lower() and not any(f"{u:.2f}" in text for u in sample.utilities)
-        prompt = " ".join(m["content"] for m in sample.prompt("rank"))
+        prompt = " ".join(m["content"] for m in sample.prompt("think"))
         assert set(words.findall(text.lower())) <= bank | set(words.findall(prompt.lower()))
         assert set(re.findall(r"\[[A-E]\] [A-Z][a-z]+(?: Hard)?", parsed.think)) <= titles
 
 
 def test_oracle_is_deterministic_per_seed_with_varied_wording():
     batch = samples()
-    chats = [s.prompt("rank") for s in batch]
-    a = OracleTeacher(seed=1).generate("rank", batch, chats, [None] * 12)
-    b = OracleTeacher(seed=1).generate("rank", batch, chats, [None] * 12)
-    c = OracleTeacher(seed=2).generate("rank", batch, chats, [None] * 12)
+    chats = [s.prompt("think") for s in batch]
+    a = OracleTeacher(seed=1).generate("think", batch, chats, [None] * 12)
+    b = OracleTeacher(seed=1).generate("think", batch, chats, [None] * 12)
+    c = OracleTeacher(seed=2).generate("think", batch, chats, [None] * 12)
     assert a == b and a != c
     assert len({t.split(".")[1] for t in a}) > 1  # wording varies across samples
     # Per-sample determinism: a sample's text does not depend on its batch.
-    assert OracleTeacher(seed=1).generate("rank", batch[5:6], chats[5:6], [None]) == a[5:6]
+    assert OracleTeacher(seed=1).generate("think", batch[5:6], chats[5:6], [None]) == a[5:6]
 
 
 def test_oracle_reflection_rewrites_a_bounded_description():
@@ -118,16 +118,16 @@ def good(target: int) -> str:
 def test_filter_names_each_problem():
     s = samples(1)[0]
     t = "ABCDE"[s.target]
-    assert check_trace("rank", good(s.target), s, FilterConfig()).problems == ()
-    assert check_trace("rank", good(s.target).split("</think>")[1], s, FilterConfig()).problems == ("missing_reasoning",)
-    assert "missing_ranking" in check_trace("rank", f"<think>likes comedy</think>\nRanking: {t}", s, FilterConfig()).problems
-    assert check_trace("rank", good(s.target).replace("They enjoy comedy and dislike horror", "Hmm"), s, FilterConfig()).problems == (
+    assert check_trace("think", good(s.target), s, FilterConfig()).problems == ()
+    assert check_trace("think", good(s.target).split("</think>")[1], s, FilterConfig()).problems == ("missing_reasoning",)
+    assert "missing_ranking" in check_trace("think", f"<think>likes comedy</think>\nRanking: {t}", s, FilterConfig()).problems
+    assert check_trace("think", good(s.target).replace("They enjoy comedy and dislike horror", "Hmm"), s, FilterConfig()).problems == (
         "no_preference_keywords",
     )
     last = "<think>likes comedy</think>\nRanking: " + " > ".join([c for c in "ABCDE" if c != t] + [t])
-    check = check_trace("rank", last, s, FilterConfig())
+    check = check_trace("think", last, s, FilterConfig())
     assert check.problems == ("low_ndcg",) and check.ndcg == pytest.approx(1 / np.log2(6))
-    assert check_trace("rank", last, s, FilterConfig(min_ndcg=0.3)).problems == ()
+    assert check_trace("think", last, s, FilterConfig(min_ndcg=0.3)).problems == ()
     assert check_trace("reflect", "<think>x</think>", s, FilterConfig()).problems == ("missing_preference",)
 
 
@@ -141,7 +141,7 @@ def test_distill_rethinks_with_targeted_feedback_then_keeps_or_drops():
             2: [good(batch[2].target)],  # fine at once
         }
     )
-    result = distill(teacher, batch, "rank", DistillConfig(max_rethinks=2))
+    result = distill(teacher, batch, "think", DistillConfig(max_rethinks=2))
     assert [(t.sample.key, t.attempts) for t in result.traces] == [(2, 1), (0, 2)]
     assert result.dropped == [(1, ("missing_ranking",))]
     assert result.stats == {
@@ -150,27 +150,27 @@ def test_distill_rethinks_with_targeted_feedback_then_keeps_or_drops():
     }
     # The rethink conversation: original prompt, the flawed answer, then targeted feedback.
     retry = [chat for key, chat in teacher.calls if key == 0][1]
-    assert retry[:2] == batch[0].prompt("rank") and retry[2]["role"] == "assistant"
+    assert retry[:2] == batch[0].prompt("think") and retry[2]["role"] == "assistant"
     assert "no reasoning" in retry[3]["content"]
     missing_feedback = [chat for key, chat in teacher.calls if key == 1][1][3]["content"]
     assert "missing: " in missing_feedback and "ABCDE"[batch[1].target] not in missing_feedback.split("missing: ")[1].split(")")[0]
     # The kept trace pairs the original prompt (what the student sees) with the final answer.
-    assert result.traces[1].prompt == batch[0].prompt("rank") and result.traces[1].completion == good(t0)
+    assert result.traces[1].prompt == batch[0].prompt("think") and result.traces[1].completion == good(t0)
 
 
 def test_oracle_rethink_promotes_the_actual_choice():
     s = samples(1)[0]
     worst = int(np.argmin(s.utilities))
     s = TeacherSample(view=s.view, key=0, utilities=s.utilities, target=worst, rating=5.0)
-    result = distill(OracleTeacher(seed=0), [s], "rank", DistillConfig(max_rethinks=1))
+    result = distill(OracleTeacher(seed=0), [s], "think", DistillConfig(max_rethinks=1))
     assert result.stats["kept_after_rethink"] == 1 and result.stats["problems"] == {"low_ndcg": 1}
     assert parse_ranking(result.traces[0].completion, s.ids).order[0] == worst
-    assert distill(OracleTeacher(seed=0), [s], "rank", DistillConfig(max_rethinks=0)).stats["dropped"] == 1
+    assert distill(OracleTeacher(seed=0), [s], "think", DistillConfig(max_rethinks=0)).stats["dropped"] == 1
 
 
 def test_export_is_trl_conversational_prompt_completion():
     batch = samples(4)
-    result = distill(OracleTeacher(seed=0), batch, "rank", DistillConfig(filter=FilterConfig(min_ndcg=0.0)))
+    result = distill(OracleTeacher(seed=0), batch, "think", DistillConfig(filter=FilterConfig(min_ndcg=0.0)))
     refl = reflect_samples(batch[:2], [list(range(5))] * 2)
     result_r = distill(OracleTeacher(seed=0), refl, "reflect")
     ds = to_hf_dataset(result.traces + result_r.traces)
@@ -178,7 +178,7 @@ def test_export_is_trl_conversational_prompt_completion():
     row = ds[0]
     assert [m["role"] for m in row["prompt"]] == ["system", "user"]
     assert [m["role"] for m in row["completion"]] == ["assistant"] and row["completion"][0]["content"].startswith("<think>")
-    assert row["kind"] == "rank" and row["candidate_ids"] == list("ABCDE") and len(row["utilities"]) == 5
+    assert row["kind"] == "think" and row["candidate_ids"] == list("ABCDE") and len(row["utilities"]) == 5
     assert ds[5]["kind"] == "reflect" and "<preference>" in ds[5]["completion"][0]["content"]
 
 
@@ -243,8 +243,8 @@ def test_http_teacher_against_loopback_server(server, monkeypatch):
     backend = HTTPChatBackend.from_env(sleep=waits.append, backoff=0.5, timeout=5)
     teacher = LLMTeacher(backend)
     batch = samples(2)
-    chats = [s.prompt("rank") for s in batch]
-    replies = teacher.generate("rank", batch, chats, [None, None])
+    chats = [s.prompt("think") for s in batch]
+    replies = teacher.generate("think", batch, chats, [None, None])
     assert waits == [0.5]  # one retry after the 503
     assert replies[0] == f"<think>\nlikes comedy\n</think>\nRanking: A > B ({len(chats[0][-1]['content'])})"
     path, headers, body = server.requests[-1]
@@ -328,7 +328,7 @@ def test_distill_from_protocol_on_synthetic_world():
     utilities = make_policy("oracle", ctx).score(protocol.batch)
     batch = rank_samples(protocol, range(len(protocol)), utilities=utilities, evidence=evidence)
     assert batch[0].evidence and batch[0].evidence[0].startswith("popularity #") and batch[0].items[protocol.target_pos[0]] == protocol.targets[0]
-    result = distill(OracleTeacher(seed=0), batch, "rank", DistillConfig(max_rethinks=1))
+    result = distill(OracleTeacher(seed=0), batch, "think", DistillConfig(max_rethinks=1))
     assert result.stats["kept"] == 6  # the rethink repairs every low-NDCG trace
     for trace in result.traces:
         assert "evidence:" in trace.prompt[1]["content"] and trace.ndcg >= 0.5
@@ -340,8 +340,8 @@ def test_local_teacher_with_tiny_model_goes_through_the_filter():
     torch.set_num_threads(1)
     teacher = make_teacher("local:tiny", max_new_tokens=8)
     batch = samples(2)
-    result = distill(teacher, batch, "rank", DistillConfig(max_rethinks=1))
+    result = distill(teacher, batch, "think", DistillConfig(max_rethinks=1))
     # A random model writes no valid trace: both are sent back once, then dropped.
     assert result.stats["kept"] == 0 and result.stats["dropped"] == 2
     stats = teacher.chat.backend.stats()
-    assert stats["slow_calls"] >= 4 and stats["slow_completion_tokens"] > 0
+    assert stats["think_calls"] >= 4 and stats["think_completion_tokens"] > 0

@@ -36,3 +36,16 @@ def test_custom_policy_example_plugs_into_the_registry(tmp_path, monkeypatch) ->
     scores = policy.score(protocol.batch)
     assert scores.shape == protocol.batch.candidates.shape and np.isfinite(scores).all()
     assert len(block.strip().splitlines()) <= 15
+
+
+def test_custom_policy_example_runs_through_the_parallel_env(tmp_path, monkeypatch) -> None:
+    blocks = _python_blocks()
+    policy_block = next(b for b in blocks if "class " in b and "Policy" in b)
+    (tmp_path / "my_policy.py").write_text(policy_block)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("my_policy", None)
+    block = next(b for b in blocks if "PolicyAgents(" in b)
+    namespace: dict = {}
+    exec(compile(block, "README.md", "exec"), namespace)
+    env, infos = namespace["env"], namespace["infos"]
+    assert not env.agents and infos and all("clicked" in info for info in infos.values())

@@ -227,8 +227,8 @@ def test_memory_bank_keeps_the_best_note_per_key():
 
 def test_training_decisions_mirror_the_protocol_and_hide_their_targets():
     """Targets are each user's last positive; the evidence is fitted without them (no leak into item-kNN)."""
-    from experiments.evaluate import load_world
     from experiments.train.walks import make_decisions
+    from experiments.world import load_world
 
     cfg = load_run_config(preset="smoke")
     world = load_world(cfg)

@@ -54,7 +54,7 @@ class Context:
 
 
 def prepare(cfg: RunConfig) -> Context:
-    from experiments.evaluate import load_world
+    from experiments.world import load_world
     from starec_env.protocol import LeaveOneOut
     from starec_env.types import TrainSplit
 
@@ -180,7 +180,7 @@ def teacher_judge_rows(ctx: Context, builder: RowBuilder, decisions: Decisions, 
     states = States(decisions.batch, decisions.target_pos, decisions.choice)
     samples = teacher_samples(ctx.world.dataset, decisions.evidence, states)
     tcfg = DistillConfig(max_rethinks=cfg.distill.rethink, filter=FilterConfig(min_ndcg=cfg.distill.min_ndcg))
-    ranked = distill(teacher, samples, "rank", tcfg)
+    ranked = distill(teacher, samples, "think", tcfg)
     kept = []
     for trace in ranked.traces:
         row = dict(rows[trace.sample.key])
@@ -481,8 +481,8 @@ class TeacherPolicy(Policy):
         self.teacher = self.teacher or make_teacher(self.cfg.distill.teacher, seed=self.ctx.seed)
         samples = teacher_samples(self.ctx.dataset, self.evidence if self.cfg.prompt.evidence else None,
                                   States(batch, choice.argmax(axis=1), choice))
-        chats = [s.prompt("rank") for s in samples]
-        texts = self.teacher.generate("rank", samples, chats, [None] * len(samples))
+        chats = [s.prompt("think") for s in samples]
+        texts = self.teacher.generate("think", samples, chats, [None] * len(samples))
         return np.stack([parse_ranking(t, s.ids, expect_think=True).scores() for t, s in zip(texts, samples)])
 
     def stats(self) -> dict:
@@ -492,8 +492,8 @@ class TeacherPolicy(Policy):
 def probe_memory(cfg: RunConfig, factory: Callable) -> dict:
     """The memory probe of :mod:`experiments.memory_probe` for the ``starec`` row,
     on the first seed's first ``cfg.probe_users`` evaluation users."""
-    from experiments.evaluate import load_world
     from experiments.memory_probe import memory_probe
+    from experiments.world import load_world
     from policies.base import PolicyContext
     from policies.llm.teachers import TasteNotes
     from starec_env.protocol import LeaveOneOut

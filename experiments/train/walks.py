@@ -30,6 +30,7 @@ import numpy as np
 
 from experiments.config import ProtocolSection
 from experiments.train.rollout import protocol_states, view_of
+from policies.llm.formats import REFLECT
 from policies.llm.judge import HistoryMode, JudgeEncoder, choice_targets, display_order, evidence_text, shown_history
 from policies.llm.warmup import Walk, WarmupConfig, plan_walk, step_batch
 from starec_env.types import RankingBatch
@@ -210,7 +211,7 @@ def note_prompt_row(step: dict, note_before: str | None = None) -> dict:
         prompt = [dict(m) for m in prompt]
         prompt[-1]["content"] = _replace_note(prompt[-1]["content"], note_before)
     follow = step["followup"]
-    return {"prompt": prompt, "mode": "reflect", "target": follow["target"], "utilities": follow["choice"],
+    return {"prompt": prompt, "mode": REFLECT.name, "target": follow["target"], "utilities": follow["choice"],
             "candidate_ids": [str(i) for i in range(len(follow["choice"]))], "user": step["user"],
             "memory_key": f"{step['user']}:{step['decision']}:{step['step']}",
             "state": json.dumps({"messages": follow["messages"], "order": follow["order"]})}

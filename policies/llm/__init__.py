@@ -9,6 +9,8 @@ and transformers; ``policies.llm.prompts`` does not):
   accounting;
 * :mod:`policies.llm.memory` - bounded per-user text memory;
 * :mod:`policies.llm.agents` - ``llmrank`` and the ``starec*`` policies;
+* :mod:`policies.llm.formats` - the registry of answer formats (template,
+  answer prefix, parser options, reward terms, cost label);
 * :mod:`policies.llm.prompts`, :mod:`policies.llm.parsing`,
   :mod:`policies.llm.evidence`, :mod:`policies.llm.teachers` - prompt
   templates, robust parsing, collaborative evidence, distillation teachers.

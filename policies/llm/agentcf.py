@@ -38,6 +38,7 @@ import numpy as np
 from policies.base import Policy, PolicyContext
 from policies.llm.agents import LLMAgent, LLMAgentConfig
 from policies.llm.backend import LLMBackend
+from policies.llm.formats import get_format
 from policies.llm.memory import MemoryConfig, MemoryStore
 from policies.llm.parsing import parse_reflection
 from policies.llm.prompts import candidate_ids, render_template
@@ -277,7 +278,7 @@ class AgentCF(LLMAgent):
     # -------------------------------------------------------------- prompts
     def _rank_prompt(self, view: AgentTextView, evidence: list[str] | None, mode: str):
         """The ranking prompt of both inference paths (scoring and generated)."""
-        return render_template("agentcf_rank", evidence=evidence, **self._variables(view))
+        return render_template("agentcf_rank", evidence=evidence, prefix=get_format(mode).prefix, **self._variables(view))
 
     def _pair_view(self, pair: Pair) -> AgentTextView:
         return text_view(self.dataset, pair.user, pair.history, pair.history_ratings, np.asarray(pair.items))

@@ -15,15 +15,17 @@ other policy. What differs is how they think:
 ``starec-noreflect`` the paper's "without self-reflection" ablation: the
                     walked interactions become plain history lines.
 ``starec-fast``     judgement slots only, no memory updates.
-``starec-slow``     chain-of-thought ranking every step + reflection.
-``starec-adaptive`` judgement slots, and slow CoT ranking only where the fast
+``starec-slow``     chain-of-thought ranking every step (the ``think`` answer
+                    format) + reflection.
+``starec-adaptive`` judgement slots, and think-first ranking only where the fast
                     scores are unsure (small probability margin between the
                     top two), within a budget (share of decisions) + reflection.
 ==================  ===========================================================
 
 ``[model] ranking`` may also select the older generated ranking
-(``generate``) or the first-identifier likelihood of a ``Ranking:`` answer
-(``score``), e.g. to compare formulations.
+(``generate``) or the first-identifier likelihood of a fast ``Ranking:``
+answer (``score``), e.g. to compare formulations. The answer formats, and
+which ranking generates which, live in :mod:`policies.llm.formats`.
 
 Options come from ``PolicyContext.options`` (see :class:`LLMAgentConfig`);
 unknown keys are ignored because the CLI hands one option table to every
@@ -34,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,6 +44,7 @@ import torch
 from policies.base import Policy, PolicyContext
 from policies.llm.backend import LLMBackend, get_backend
 from policies.llm.evidence import EvidenceBuilder, EvidenceConfig
+from policies.llm.formats import FAST, REFLECT, THINK, AnswerFormat, generated_format, rankings
 from policies.llm.judge import (
     HistoryMode,
     JudgeConfig,
@@ -61,29 +64,26 @@ from starec_env.types import Feedback, RankingBatch, TrainSplit
 
 _INSTANCES = itertools.count()  # numbers agent instances for cost accounting
 
-Ranking = Literal["judge", "generate", "score", "slow", "adaptive"]
 #: Prompts averaged for the calibration prior, and the seed stream they draw from.
 CALIBRATION_PROMPTS = 8
 CALIBRATION_STREAM = 7
-#: The scoring path reads the next token after this answer prefix (the fast
-#: prompt asks for "Ranking: A > B > ...").
-SCORE_PREFIX = "Ranking:"
 
 
 @dataclass(frozen=True)
 class LLMAgentConfig:
     """Settings of an LLM agent, read from ``PolicyContext.options``.
 
-    ``margin``: the adaptive agent thinks slowly when the fast path's top-two
-    probability gap is below it; ``slow_budget``: the most it may think slowly,
-    as a share of all its decisions so far. ``calibrate`` subtracts each
-    identifier's log-likelihood under a content-free prompt (small models
-    prefer "A" regardless of content). ``temperature`` 0 is greedy; sampling
+    ``margin``: the adaptive agent ranks think-first when the fast path's
+    top-two probability gap is below it; ``slow_budget``: the most it may rank
+    think-first, as a share of all its decisions so far
+    (``max_new_tokens_slow`` bounds think-first answers). ``calibrate``
+    subtracts each identifier's log-likelihood under a content-free prompt
+    (small models prefer "A" regardless of content). ``temperature`` 0 is greedy; sampling
     draws from a ``torch.Generator`` seeded with the context seed.
     ``threads``: torch CPU threads (the CLI's ``--threads``; applied even when
     the model was loaded earlier), ``None`` = automatic. ``prompt`` holds the
-    prompt contents: the fast/scoring prompt is compact by default, slow
-    thinking gets the full context (see :class:`~policies.llm.prompts.PromptConfig`).
+    prompt contents: the fast/scoring prompt is compact by default, the
+    think-first one gets the full context (see :class:`~policies.llm.prompts.PromptConfig`).
     ``judge`` shapes the judgement-slot prompt of ``ranking="judge"``
     (:mod:`policies.llm.judge`), ``warmup`` the memory warm-up before a
     user's first ranking (:mod:`policies.llm.warmup`), whose memories are
@@ -130,7 +130,7 @@ class _Counters:
     """Decision and parsing counts an agent reports beside the backend's costs."""
 
     decisions: int = 0
-    slow_decisions: int = 0
+    think_decisions: int = 0
     parsed: int = 0
     format_score_sum: float = 0.0
     format_failures: int = 0
@@ -150,7 +150,7 @@ class _Counters:
     def as_dict(self) -> dict[str, float]:
         out = {
             "decisions": self.decisions,
-            "slow_decisions": self.slow_decisions,
+            "think_decisions": self.think_decisions,
             "format_score_mean": self.format_score_sum / self.parsed if self.parsed else float("nan"),
             "format_failures": self.format_failures,
             "reflections": self.reflections,
@@ -179,12 +179,14 @@ class LLMAgent(Policy):
         ctx: PolicyContext,
         config: LLMAgentConfig,
         *,
-        ranking: Ranking,
+        ranking: str,
         reflect: bool,
         use_memory: bool = True,
         append_history: bool = False,
         backend: LLMBackend | None = None,
     ) -> None:
+        if ranking not in rankings():
+            raise ValueError(f"ranking must be one of {rankings()}, got {ranking!r}")
         self.ctx = ctx
         self.dataset = ctx.dataset
         self.config = config
@@ -237,7 +239,7 @@ class LLMAgent(Policy):
         if self.ranking == "score":
             scores = self._score_path(views, evidence)
         else:
-            scores = self._generate_path(views, evidence, slow=self.ranking == "slow")
+            scores = self._generate_path(views, evidence, generated_format(self.ranking))
         self.counters.decisions += len(batch)
         self._remember_orders(batch, scores)
         return scores
@@ -274,7 +276,7 @@ class LLMAgent(Policy):
             fallbacks.append(memory.preference)
         if not chats:
             return
-        texts, _ = self._generate(chats, self.config.max_new_tokens_reflect, "reflect")
+        texts, _ = self._generate(chats, self.config.max_new_tokens_reflect, REFLECT.name)
         # the parser only extracts (loosely capped); the memory enforces its own bound
         cap = 4 * self.config.memory.max_preference_chars
         for user, text, fallback in zip(users, texts, fallbacks):
@@ -376,7 +378,7 @@ class LLMAgent(Policy):
             ratings.append(float(feedback.rating[row]) if len(where) else None)
         if rows:
             views = self._views(batch.take(np.array(rows)))
-            self._reflect_notes(views, orders, chosen, ratings, "reflect")
+            self._reflect_notes(views, orders, chosen, ratings, REFLECT.name)
 
     def score_with_notes(self, batch: RankingBatch, notes: list[str]) -> np.ndarray:
         """Judge scores with the given note in each user's prompt instead of
@@ -451,6 +453,7 @@ class LLMAgent(Policy):
         self.counters.warmed_users += len(walks)
 
     def _rank_prompt(self, view: AgentTextView, evidence: list[str] | None, mode: str):
+        """The ranking prompt asking for answer format ``mode``."""
         if not self.use_memory:
             return render_llmrank_prompt(view, config=self.config.prompt)
         memory = self.memory.get(view.user)
@@ -475,23 +478,24 @@ class LLMAgent(Policy):
         self,
         views: list[AgentTextView],
         evidence: list[list[str]] | None,
+        fmt: AnswerFormat,
         *,
-        slow: bool,
         fallback: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Generated rankings (fast: bare list; slow: think + list with reasons),
-        parsed with repairs. Candidates an answer leaves out are ordered by
-        ``fallback`` scores or, for fast answers (forced to start with
-        "Ranking:"), by the free first-step id log-likelihoods of the scoring path."""
-        mode = "slow" if slow else "fast"
-        chats = [self._rank_prompt(v, evidence[i] if evidence else None, mode) for i, v in enumerate(views)]
+        """Rankings generated in answer format ``fmt`` (fast: bare list; think:
+        think + list with reasons), parsed with repairs. Candidates an answer
+        leaves out are ordered by ``fallback`` scores or, for answers forced to
+        start with the format's prefix ("Ranking:"), by the free first-step id
+        log-likelihoods of the scoring path."""
+        chats = [self._rank_prompt(v, evidence[i] if evidence else None, fmt.name) for i, v in enumerate(views)]
         n = len(views[0].candidates)
-        if slow:
-            texts, _ = self._generate(chats, self.config.max_new_tokens_slow, mode)
-        else:
+        budget = self.config.max_new_tokens_slow if fmt.expect_think else self.config.max_new_tokens
+        if fmt.prefix:
             options = [[" " + cid for cid in candidate_ids(n)]] * len(views)
-            texts, first = self._generate(chats, self.config.max_new_tokens, mode, options, prefix=SCORE_PREFIX)
+            texts, first = self._generate(chats, budget, fmt.name, options, prefix=fmt.prefix)
             fallback = fallback if fallback is not None else self._calibrated(np.stack(first), n)
+        else:
+            texts, _ = self._generate(chats, budget, fmt.name)
         scores = np.zeros((len(views), n), dtype=np.float64)
         for i, (view, text) in enumerate(zip(views, texts)):
             parsed = parse_ranking(
@@ -499,19 +503,19 @@ class LLMAgent(Policy):
                 candidate_ids(n),
                 fallback_scores=None if fallback is None else fallback[i],
                 titles=[c[0] for c in view.candidates],
-                expect_think=slow,
+                expect_think=fmt.expect_think,
             )
             self.counters.add_parse(parsed)
             scores[i] = parsed.scores()
-        self.counters.slow_decisions += len(views) if slow else 0
+        self.counters.think_decisions += len(views) if fmt.expect_think else 0
         return scores
 
     def _score_path(self, views: list[AgentTextView], evidence: list[list[str]] | None) -> np.ndarray:
         """Log-likelihood of each candidate id as the first ranked one, from one
         batched forward pass (optionally calibrated against a content-free prompt)."""
-        chats = [self._rank_prompt(v, evidence[i] if evidence else None, "fast") for i, v in enumerate(views)]
+        chats = [self._rank_prompt(v, evidence[i] if evidence else None, FAST.name) for i, v in enumerate(views)]
         options = [[" " + cid for cid in candidate_ids(len(v.candidates))] for v in views]
-        logp = self.backend.score_options(chats, options, prefix=SCORE_PREFIX, agent=self.account, mode="score")
+        logp = self.backend.score_options(chats, options, prefix=FAST.prefix, agent=self.account, mode="score")
         return self._calibrated(np.stack(logp), len(views[0].candidates))
 
     def _calibrated(self, logp: np.ndarray, n: int) -> np.ndarray:
@@ -530,34 +534,32 @@ class LLMAgent(Policy):
             for _ in range(CALIBRATION_PROMPTS):
                 view = text_view(self.dataset, 0, np.empty(0, np.int64), np.empty(0), rng.choice(items, n, replace=items < n))
                 view = dataclasses.replace(view, user=-1, profile={})
-                chats.append(render_rank_prompt(view, None, mode="fast", evidence=None, config=self.config.prompt))
+                chats.append(render_rank_prompt(view, None, mode=FAST.name, evidence=None, config=self.config.prompt))
             options = [[" " + cid for cid in candidate_ids(n)]] * len(chats)
-            logp = self.backend.score_options(chats, options, prefix=SCORE_PREFIX, agent=self.account, mode="calibrate")
+            logp = self.backend.score_options(chats, options, prefix=FAST.prefix, agent=self.account, mode="calibrate")
             self._prior[n] = np.mean(np.stack(logp), axis=0)
         return self._prior[n]
 
     def _think_when_unsure(
         self, scores: np.ndarray, views: list[AgentTextView], evidence: list[list[str]] | None
     ) -> np.ndarray:
-        """Slow CoT ranking where the fast scores' top-two probability margin
+        """Think-first ranking where the fast scores' top-two probability margin
         is below ``margin``, least sure first, within ``slow_budget``."""
         probs = np.exp(scores - scores.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
         top2 = -np.sort(-probs, axis=1)[:, :2]
         margin = top2[:, 0] - (top2[:, 1] if probs.shape[1] > 1 else 0.0)
-        allowed = int(self.config.slow_budget * (self.counters.decisions + len(views))) - self.counters.slow_decisions
+        allowed = int(self.config.slow_budget * (self.counters.decisions + len(views))) - self.counters.think_decisions
         unsure = np.flatnonzero(margin < self.config.margin)
         chosen = unsure[np.argsort(margin[unsure], kind="stable")][: max(0, allowed)]
         if len(chosen):
             scores = scores.copy()
             sub_evidence = [evidence[i] for i in chosen] if evidence else None
-            scores[chosen] = self._generate_path(
-                [views[i] for i in chosen], sub_evidence, slow=True, fallback=scores[chosen]
-            )
+            scores[chosen] = self._generate_path([views[i] for i in chosen], sub_evidence, THINK, fallback=scores[chosen])
         return scores
 
 
-def _make(ctx: PolicyContext, ranking: Ranking, reflect: bool, use_memory: bool = True, append_history: bool = False) -> LLMAgent:
+def _make(ctx: PolicyContext, ranking: str, reflect: bool, use_memory: bool = True, append_history: bool = False) -> LLMAgent:
     return LLMAgent(ctx, LLMAgentConfig.from_options(ctx.options), ranking=ranking, reflect=reflect,
                     use_memory=use_memory, append_history=append_history)
 
@@ -590,10 +592,10 @@ def make_starec_fast(ctx: PolicyContext) -> Policy:
 @takes(LLMAgentConfig)
 def make_starec_slow(ctx: PolicyContext) -> Policy:
     """Chain-of-thought ranking every step, plus reflection."""
-    return _make(ctx, "slow", reflect=True)
+    return _make(ctx, "think", reflect=True)
 
 
 @takes(LLMAgentConfig)
 def make_starec_adaptive(ctx: PolicyContext) -> Policy:
-    """Judgement slots, slow CoT ranking only when unsure (budgeted), plus reflection."""
+    """Judgement slots, think-first ranking only when unsure (budgeted), plus reflection."""
     return _make(ctx, "adaptive", reflect=True)

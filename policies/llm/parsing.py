@@ -11,7 +11,8 @@ Ranking repair, in this documented order:
    ``<think>`` runs to the end; a lone ``</think>`` closes everything before it).
 2. The answer after the reasoning is read in the first of these structures
    that yields the most valid identifiers (ties go to the earlier one):
-   a ``Ranking: C > A > ...`` line (the most complete one), a numbered or bulleted list
+   a ``Ranking: C > A > ...`` line (the most complete one; its label is
+   :data:`policies.llm.formats.RANKING_PREFIX`), a numbered or bulleted list
    (``1. [C] - reason``), bracketed ids anywhere (``[C]``), bare upper-case
    ids anywhere. If the answer holds none, the reasoning is searched the same
    way (models often rank inside an unclosed think), at a lower score.
@@ -30,9 +31,11 @@ from typing import Sequence
 
 import numpy as np
 
+from policies.llm.formats import RANKING_PREFIX
+
 _THINK_OPEN = re.compile(r"<\s*think\s*>", re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"<\s*/\s*think\s*>", re.IGNORECASE)
-_RANKING_LINE = re.compile(r"\branking\s*[:：][ \t]*([^\n]*)", re.IGNORECASE)
+_RANKING_LINE = re.compile(r"\b" + re.escape(RANKING_PREFIX.rstrip(":")) + r"\s*[:：][ \t]*([^\n]*)", re.IGNORECASE)
 _LIST_LINE = re.compile(r"^\s*(?:\d{1,3}\s*[.):\]]|[-*•])\s*(.*)$", re.MULTILINE)
 _ID_SHAPE = r"[A-Za-z][0-9]{0,2}"
 _LEAD_ID = re.compile(r"^[\s\[(\"'`*]*(" + _ID_SHAPE + r")(?![A-Za-z0-9])[\])\"'`*]*(.*)$", re.DOTALL)
@@ -143,7 +146,7 @@ class _Reader:
         return None, "", False
 
     def ranking_line(self, answer: str) -> list[Entry]:
-        """The "Ranking:" line naming the most candidates (the last on ties)."""
+        """The ranking line (:data:`RANKING_PREFIX`) naming the most candidates (the last on ties)."""
         best: list[Entry] = []
         for line in _RANKING_LINE.findall(answer):
             tokens = []

@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol, Sequence
 
 import jinja2
 
+from policies.llm.formats import FAST, REFLECT, get_format
 from starec_env.configtools import config_from_dict
 
 TEMPLATE_DIR = Path(__file__).with_name("templates")
@@ -47,8 +48,8 @@ class PromptConfig:
 
     Fast thinking must be cheap by design - prefill of the prompt is nearly
     all of a scoring decision's cost, and grows faster than linearly with its
-    length - so the fast prompt (``mode="fast"``: generated ranking and the
-    scoring path) is compact by default: ``fast_layout="compact"`` shows the
+    length - so the fast prompt (the ``fast`` answer format: generated ranking
+    and the scoring path) is compact by default: ``fast_layout="compact"`` shows the
     last ``min(fast_history, max_history)`` items without years, candidates as
     one short line without descriptions, and evidence as bare ranks
     ("pop 3, genre 1, sim 7"); the task sits in the system message so every
@@ -164,7 +165,7 @@ def _check_evidence(view: TextView, evidence: Sequence[str] | None) -> list[str]
 
 
 #: Short names of the evidence signals in compact prompts (the legend is in
-#: ``templates/rank_fast.j2``).
+#: the compact layout of ``templates/rank_fast.j2``).
 SHORT_SIGNALS = {"pop": "pop", "genre": "genre", "itemknn": "sim"}
 
 
@@ -197,29 +198,34 @@ def render_rank_prompt(
     view: TextView,
     memory: Any = None,
     *,
-    mode: Literal["fast", "slow"] = "fast",
+    mode: str = FAST.name,
     evidence: Sequence[str] | None = None,
     config: PromptConfig | None = None,
 ) -> Messages:
-    """Ranking prompt: ``fast`` asks for a bare ``Ranking: A > B > ...`` line,
-    ``slow`` for ``<think>...</think>`` then a numbered list with reasons.
+    """Ranking prompt asking for the answer format ``mode`` (a ranking format
+    of :mod:`policies.llm.formats`): ``fast`` asks for a bare
+    ``Ranking: A > B > ...`` line, ``think`` for ``<think>...</think>`` then a
+    numbered list with reasons.
 
     ``evidence`` is one line per candidate (:mod:`policies.llm.evidence`), or
-    ``None`` for the no-evidence ablation. The fast prompt is compact unless
-    ``config.fast_layout`` is "full" (see :class:`PromptConfig`).
+    ``None`` for the no-evidence ablation. A format with a compact layout
+    (the fast one) gets it unless ``config.fast_layout`` is "full" (see
+    :class:`PromptConfig`).
     """
-    if mode not in ("fast", "slow"):
-        raise ValueError(f"mode must be 'fast' or 'slow', got {mode!r}")
+    fmt = get_format(mode)
+    if fmt.parser != "ranking":
+        raise ValueError(f"mode must be a ranking answer format, got {mode!r} (a {fmt.parser} format)")
     config = config or PromptConfig()
-    compact = mode == "fast" and config.compact_fast
+    compact = fmt.compact and config.compact_fast
     evidence = _check_evidence(view, evidence)
     if compact and evidence is not None:
         evidence = [compact_evidence(line) for line in evidence]
     return render_template(
-        f"rank_{mode}",
+        fmt.template,
         preference=preference_of(memory),
         evidence=evidence,
         compact=compact,
+        prefix=fmt.prefix,
         **_common(view, config, compact=compact),
     )
 
@@ -227,7 +233,7 @@ def render_rank_prompt(
 def render_llmrank_prompt(view: TextView, *, config: PromptConfig | None = None) -> Messages:
     """Zero-shot LLMRank-style prompt: history and candidates only (no memory,
     no profile, no evidence), the baseline the STARec agent is compared with."""
-    return render_template("llmrank", **_common(view, config))
+    return render_template("llmrank", prefix=FAST.prefix, **_common(view, config))
 
 
 def render_reflect_prompt(
@@ -254,7 +260,7 @@ def render_reflect_prompt(
         raise ValueError(f"candidate indices must be in [0, {n}); got predicted={bad} chosen={chosen}")
     chosen_rank = predicted.index(chosen) + 1 if chosen in predicted else None
     return render_template(
-        "reflect",
+        REFLECT.template,
         preference=preference_of(memory),
         predicted=predicted[: config.reflect_top],
         chosen=chosen,

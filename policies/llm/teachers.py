@@ -38,6 +38,7 @@ import numpy as np
 import tomllib
 
 from policies.llm.evidence import EvidenceBuilder, Signal, render_lines
+from policies.llm.formats import THINK
 from policies.llm.parsing import ParsedRanking, parse_ranking, parse_reflection
 from policies.llm.prompts import (
     TEMPLATE_DIR,
@@ -52,7 +53,8 @@ from policies.llm.prompts import (
 from starec_env.configtools import config_from_dict
 from starec_env.metrics import ndcg_graded, ndcg_single
 
-Kind = Literal["rank", "reflect"]
+#: A teacher task: an answer format of :mod:`policies.llm.formats` (think-first ranking or reflection).
+Kind = Literal["think", "reflect"]
 
 #: Words that show a trace talks about what the user likes (the paper's
 #: "preference keywords"); the genres of the prompt count as well.
@@ -96,8 +98,8 @@ class TeacherSample:
 
     def prompt(self, kind: Kind, config: PromptConfig | None = None) -> Messages:
         """The student-facing prompt of this sample (what the SFT data pairs with the answer)."""
-        if kind == "rank":
-            return render_rank_prompt(self.view, self.memory, mode="slow", evidence=self.evidence, config=config)
+        if kind == THINK.name:
+            return render_rank_prompt(self.view, self.memory, mode=kind, evidence=self.evidence, config=config)
         return render_reflect_prompt(
             self.view, self.memory, predicted=self.predicted, chosen=self.chosen, rating=self.rating, config=config
         )
@@ -177,7 +179,7 @@ class OracleTeacher:
         out = []
         for sample, rethink in zip(samples, rethinks):
             rng = self._rng(sample, kind, 0 if rethink is None else rethink.attempt)
-            out.append(self.rank(sample, rng, rethink) if kind == "rank" else self.reflect(sample, rng))
+            out.append(self.rank(sample, rng, rethink) if kind == THINK.name else self.reflect(sample, rng))
         return out
 
     # -- ranking
@@ -605,7 +607,7 @@ class LocalChatBackend:
             temperature=self.temperature,
             generator=generator,
             agent="teacher",
-            mode="slow",
+            mode=THINK.name,
         )
 
 
@@ -680,7 +682,7 @@ def check_trace(kind: Kind, text: str, sample: TeacherSample, config: FilterConf
         elif not has_preference_keywords(parsed_r.preference, sample, config.keywords):
             problems.append("no_preference_keywords")
         return TraceCheck(tuple(problems), None, parsed_r.format_score)
-    parsed = parse_ranking(text, sample.ids, expect_think=True)
+    parsed = parse_ranking(text, sample.ids, expect_think=THINK.expect_think)
     n = len(sample.ids)
     if not parsed.think:
         problems.append("missing_reasoning")
@@ -747,7 +749,7 @@ class DistillResult:
     stats: dict[str, Any]
 
 
-def distill(teacher: Teacher, samples: Sequence[TeacherSample], kind: Kind = "rank", config: DistillConfig | None = None) -> DistillResult:
+def distill(teacher: Teacher, samples: Sequence[TeacherSample], kind: Kind = "think", config: DistillConfig | None = None) -> DistillResult:
     """Ask ``teacher`` for every sample, filter, and send flawed traces back
     with targeted feedback up to ``config.max_rethinks`` times.
 
