@@ -17,7 +17,6 @@ of silently running with a default.
 """
 from __future__ import annotations
 
-import difflib
 from dataclasses import asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,11 +25,12 @@ import tomllib
 
 from policies.llm.formats import rankings
 from policies.llm.judge import JudgeConfig
+from policies.llm.prompts import PromptConfig
 from policies.llm.warmup import WarmupConfig
 from policies.options import PolicyOptionError, check_types
 from policies.registry import DEFAULT_POLICIES, available, check_policy_options, is_llm_policy, load_factory
-from reward.shaping import MEMORY_METRICS, RewardConfig
-from starec_env.configtools import read_toml
+from reward.shaping import RewardConfig
+from starec_env.configtools import read_toml, suggest
 from starec_env.data import DATASETS
 
 __all__ = [
@@ -122,14 +122,20 @@ class ModelSection:
     lora_alpha: int = 16
     lora_dropout: float = 0.05
 
+    def __post_init__(self) -> None:
+        if self.ranking not in rankings():
+            raise ValueError(f"model.ranking must be one of {rankings()}, got {self.ranking!r}")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise ValueError(f"model.precision must be 'auto', 'bf16' or 'fp32', got {self.precision!r}")
 
-@dataclass
-class PromptSection:
-    """Prompt settings shared by distillation, RL and evaluation (same prompts everywhere)."""
+
+@dataclass(frozen=True)
+class PromptSection(PromptConfig):
+    """Prompt settings shared by distillation, RL and evaluation (same prompts
+    everywhere): the agents' :class:`~policies.llm.prompts.PromptConfig`, and
+    whether the prompts show the evidence scorers' ranks."""
 
     evidence: bool = True
-    max_history: int = 20
-    max_words: int = 60
 
 
 @dataclass
@@ -240,7 +246,9 @@ class RunConfig:
     def policy_options(self, name: str) -> dict:
         """Options for policy ``name``: the run's thread count, the run's LLM
         settings for language-model agents only (so an LLM ``batch_size``
-        never replaces BPR's), then its own ``[policy.<name>]`` table."""
+        never replaces BPR's), then its own ``[policy.<name>]`` table, merged
+        key by key into nested tables (``[policy.starec.prompt] max_words``
+        keeps the rest of ``[prompt]``)."""
         base: dict = {"threads": self.threads or None}
         if is_llm_policy(name) or name in TRAINED_ROWS:
             base |= {
@@ -249,7 +257,7 @@ class RunConfig:
                 "batch_size": self.model.batch_size,
                 "precision": self.model.precision,
                 "evidence": self.prompt.evidence,
-                "prompt": {"max_history": self.prompt.max_history, "max_words": self.prompt.max_words},
+                "prompt": {f.name: getattr(self.prompt, f.name) for f in fields(PromptConfig)},
                 "judge": asdict(self.judge),
                 "warmup": asdict(self.warmup),
                 "walk_seed": self.data.seed,
@@ -257,7 +265,18 @@ class RunConfig:
             for key in ("max_new_tokens", "max_new_tokens_reflect"):
                 if getattr(self.model, key) is not None:
                     base[key] = getattr(self.model, key)
-        return {**base, **self.policy.get(name, {})}
+        return _deep_merge(base, self.policy.get(name, {}))
+
+    def prompt_config(self, name: str = "starec") -> PromptConfig:
+        """The prompt settings LLM policy ``name`` is evaluated with. Training
+        renders its rows with them too, so the student learns on exactly the
+        prompts it is evaluated on (an agent builds the same from the same
+        :meth:`policy_options`)."""
+        return PromptConfig.from_dict(self.policy_options(name)["prompt"])
+
+    def judge_config(self, name: str = "starec") -> JudgeConfig:
+        """The judge prompt settings LLM policy ``name`` is evaluated with (see :meth:`prompt_config`)."""
+        return JudgeConfig.from_dict(self.policy_options(name)["judge"])
 
     def trained_rows(self) -> list[str]:
         """The configured rows that need the training stages' outputs."""
@@ -265,23 +284,19 @@ class RunConfig:
 
 
 # ------------------------------------------------------------ checked merge
-def _suggest(name: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(name, known, n=1)
-    return f" (did you mean {close[0]!r}?)" if close else ""
-
-
 def merge_checked(obj: Any, data: dict, where: str) -> Any:
     """A copy of dataclass ``obj`` updated from ``data``, checking every key and type.
 
     Nested dataclasses are merged table by table; free-form dict fields
     (``policy``, ``options``, ``env``) are merged key by key, so ``--set
-    policy.bpr.epochs=5`` keeps the other options a TOML gave.
+    policy.bpr.epochs=5`` keeps the other options a TOML gave. A section's
+    own check (its ``__post_init__``) is reported with ``where``.
     """
     known = {f.name for f in fields(obj)}
     updates = {}
     for key, value in data.items():
         if key not in known:
-            raise ConfigError(f"{where}: unknown key {key!r}{_suggest(key, sorted(known))}; known: {sorted(known)}")
+            raise ConfigError(f"{where}: unknown key {key!r}{suggest(key, sorted(known))}; known: {sorted(known)}")
         current = getattr(obj, key)
         if is_dataclass(current):
             if not isinstance(value, dict):
@@ -291,7 +306,12 @@ def merge_checked(obj: Any, data: dict, where: str) -> Any:
             updates[key] = _deep_merge(current, value)
         else:
             updates[key] = _coerce(value, current, f"{where}: {key}")
-    return replace(obj, **updates)
+    try:
+        return replace(obj, **updates)
+    except ConfigError:
+        raise
+    except ValueError as err:
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def _deep_merge(base: dict, new: dict) -> dict:
@@ -364,7 +384,7 @@ def _read(path: Path) -> dict:
 def _preset_file(name: str, where: str) -> Path:
     file = PRESET_DIR / f"{name}.toml"
     if not file.exists():
-        raise ConfigError(f"{where}: unknown preset {name!r}{_suggest(name, presets())}; available: {presets()}")
+        raise ConfigError(f"{where}: unknown preset {name!r}{suggest(name, presets())}; available: {presets()}")
     return file
 
 
@@ -437,10 +457,6 @@ def _validate(cfg: RunConfig) -> None:
     _validate_types(cfg)
     _validate_run(cfg)
     _validate_policy_tables(cfg)
-    if cfg.model.ranking not in rankings():
-        raise ConfigError(f"model.ranking must be one of {rankings()}, got {cfg.model.ranking!r}")
-    if cfg.model.precision not in ("auto", "bf16", "fp32"):
-        raise ConfigError(f"model.precision must be 'auto', 'bf16' or 'fp32', got {cfg.model.precision!r}")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise ConfigError(f"device must be 'auto', 'cpu' or 'cuda', got {cfg.device!r}")
     rl = cfg.rl
@@ -466,8 +482,6 @@ def _validate(cfg: RunConfig) -> None:
     if d.val_users < 0 or d.eval_steps < 0 or rl.val_prompts < 0 or rl.eval_steps < 0:
         raise ConfigError(f"distill.val_users / eval_steps and rl.val_prompts / eval_steps must be >= 0, got "
                           f"{d.val_users} / {d.eval_steps} and {rl.val_prompts} / {rl.eval_steps}")
-    if cfg.reward.memory_metric not in MEMORY_METRICS:
-        raise ConfigError(f"reward.memory_metric must be one of {MEMORY_METRICS}, got {cfg.reward.memory_metric!r}")
     teacher = cfg.distill.teacher
     if teacher not in ("oracle", "http") and not (teacher.startswith("local:") and len(teacher) > 6):
         raise ConfigError(f"distill.teacher must be 'oracle', 'http' or 'local:<model>', got {teacher!r}")
@@ -499,7 +513,7 @@ def _validate_run(cfg: RunConfig) -> None:
     unknown = [p for p in cfg.policies if p not in available() and p not in TRAINED_ROWS and ":" not in p]
     if unknown:
         raise ConfigError(
-            f"unknown policies {unknown}{_suggest(unknown[0], sorted({*available(), *TRAINED_ROWS}))}; "
+            f"unknown policies {unknown}{suggest(unknown[0], sorted({*available(), *TRAINED_ROWS}))}; "
             f"known: {', '.join(sorted({*available(), *TRAINED_ROWS}))} (or 'module:factory' for your own)"
         )
     for name in cfg.policies:
@@ -538,7 +552,7 @@ def _validate_policy_tables(cfg: RunConfig) -> None:
         if not isinstance(table, dict):
             raise ConfigError(f"[policy.{name}] must be a table of options, got {table!r}")
         if name not in known and ":" not in name:
-            raise ConfigError(f"[policy.{name}]: no policy is called {name!r}{_suggest(name, known)}")
+            raise ConfigError(f"[policy.{name}]: no policy is called {name!r}{suggest(name, known)}")
         if name in available() or ":" in name:
             try:
                 check_policy_options(name, table)

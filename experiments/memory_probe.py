@@ -21,7 +21,7 @@ from starec_env.protocol import LeaveOneOut
 def memory_probe(policy: Any, protocol: LeaveOneOut, notes: Any, users: int, row: str) -> dict:
     """NDCG@10 of ``policy`` (a fitted, reflecting judge agent) on the first
     ``users`` users of ``protocol`` under each kind of note. ``notes`` is the
-    oracle's :class:`~policies.llm.teachers.TasteNotes`."""
+    oracle's :class:`~policies.llm.notes.TasteNotes`."""
     rows = np.arange(min(users, len(protocol)))
     batch = protocol.batch.take(rows)
     own_scores = policy.score(batch)  # warms every user's memory, then ranks with it

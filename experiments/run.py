@@ -98,7 +98,7 @@ def run_eval(cfg: RunConfig) -> int:
 
         facts["memory_probe"] = probe_memory(cfg, factories["starec"])
     if cfg.distill.teacher == "http":  # the endpoint lives in the environment: record which one (redacted)
-        from policies.llm.teachers import http_teacher_record
+        from policies.llm.clients import http_teacher_record
 
         facts["teacher"] = http_teacher_record()
     print(format_table(rows))
@@ -257,7 +257,7 @@ def _training_errors() -> tuple[type[BaseException], ...]:
     (so that the classic benchmark never imports torch / transformers)."""
     errors: list[type[BaseException]] = []
     for module, name in (("experiments.train.common", "CheckpointError"), ("policies.llm.models", "ModelLoadError"),
-                         ("policies.llm.teachers", "TeacherError")):
+                         ("policies.llm.clients", "TeacherError")):
         if module in sys.modules:
             errors.append(getattr(sys.modules[module], name))
     return tuple(errors)

@@ -10,10 +10,11 @@ option table of the LLM agent that built them.
 """
 from __future__ import annotations
 
-import difflib
 import math
 from dataclasses import fields
 from typing import Any, Callable, Mapping, TypeVar
+
+from starec_env.configtools import suggest
 
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable)
@@ -43,7 +44,12 @@ def declared(factory: Callable) -> tuple[type, ...] | None:
 
 
 def read(cls: type[T], options: Mapping[str, Any], **defaults: Any) -> T:
-    """``cls`` from the keys of ``options`` it declares, over ``defaults``."""
+    """``cls`` from the keys of ``options`` it declares, over ``defaults``.
+
+    One options table may feed several configs (an agent's and its
+    variant's), so each reads only its own keys; typos are refused for the
+    table as a whole by :func:`check`, against every config the factory
+    declared."""
     known = {f.name for f in fields(cls)}
     return cls(**{**defaults, **{k: v for k, v in options.items() if k in known}})
 
@@ -51,8 +57,8 @@ def read(cls: type[T], options: Mapping[str, Any], **defaults: Any) -> T:
 def check(name: str, factory: Callable, options: Mapping[str, Any]) -> None:
     """Refuse a ``[policy.NAME]`` table with keys or values the factory cannot use.
 
-    Factories that declared nothing (user code, the LLM agents for now) are
-    not checked: we cannot know what they read.
+    Factories that declared nothing (user code) are not checked: we cannot
+    know what they read.
     """
     configs = declared(factory)
     if configs is None:
@@ -60,10 +66,8 @@ def check(name: str, factory: Callable, options: Mapping[str, Any]) -> None:
     known = sorted({f.name for cls in configs for f in fields(cls)})
     unknown = sorted(set(options) - set(known))
     if unknown:
-        close = difflib.get_close_matches(unknown[0], known, n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         accepts = f"it accepts {known}" if known else "it takes no options"
-        raise PolicyOptionError(f"[policy.{name}]: unknown option(s) {unknown}{hint}; {accepts}")
+        raise PolicyOptionError(f"[policy.{name}]: unknown option(s) {unknown}{suggest(unknown[0], known)}; {accepts}")
     for cls in configs:
         try:
             read(cls, options)

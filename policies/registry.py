@@ -4,6 +4,9 @@ Factories are imported lazily so that naming ``pop`` never imports torch or
 transformers. A factory is any callable ``(PolicyContext) -> Policy``; user
 code can add its own with :func:`register`, and may declare its options
 with :func:`policies.options.takes` so that ``[policy.NAME]`` typos are caught.
+A language-model policy says so when registered (``llm=True``): the run then
+hands it its model, prompt, judge and warm-up settings (see
+:meth:`experiments.config.RunConfig.policy_options`).
 """
 from __future__ import annotations
 
@@ -39,19 +42,27 @@ _FACTORIES: dict[str, str | Factory] = {
     "agentcf": "policies.llm.agentcf:make_agentcf",
 }
 
+#: Registered names that take the run's language-model settings (model, prompt, judge, warm-up).
+_LLM: set[str] = {"llmrank", "starec", "starec-noreflect", "starec-fast", "starec-slow", "starec-adaptive", "agentcf"}
+
 #: What ``python -m experiments.run`` benchmarks when no policy is named.
 DEFAULT_POLICIES = ("random", "pop", "genre", "itemknn", "bpr", "oracle")
 
 
-def register(name: str, factory: Factory) -> None:
-    """Make a user-defined policy selectable by name."""
+def register(name: str, factory: Factory, *, llm: bool = False) -> None:
+    """Make a user-defined policy selectable by name; ``llm=True`` when it is
+    a language-model agent that reads the run's model and prompt options
+    (e.g. ``LLMAgentConfig.from_options(ctx.options)``)."""
     _FACTORIES[name] = factory
+    if llm:
+        _LLM.add(name)
+    else:
+        _LLM.discard(name)
 
 
 def is_llm_policy(name: str) -> bool:
-    """Whether ``name`` is a built-in language-model agent (takes model/prompt options)."""
-    target = _FACTORIES.get(name)
-    return isinstance(target, str) and target.startswith("policies.llm.")
+    """Whether ``name`` was registered as a language-model agent (takes model/prompt options)."""
+    return name in _LLM
 
 
 def available() -> list[str]:

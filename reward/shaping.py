@@ -123,6 +123,10 @@ class RewardConfig:
     slate_size: int = 5
     memory_metric: str = "tier"
 
+    def __post_init__(self) -> None:
+        if self.memory_metric not in MEMORY_METRICS:
+            raise ValueError(f"reward.memory_metric must be one of {MEMORY_METRICS}, got {self.memory_metric!r}")
+
     @classmethod
     def from_dict(cls, data: dict, where: str = "[reward]") -> "RewardConfig":
         return config_from_dict(cls, data, "reward", where)

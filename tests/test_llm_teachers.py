@@ -1,5 +1,6 @@
-"""Teachers: oracle determinism and honesty, the filter + rethink loop, the
-HTTP teacher against a loopback server, and the TRL-ready dataset export."""
+"""Teachers and distillation: oracle determinism and honesty, the filter +
+rethink loop, the HTTP teacher against a loopback server, and teacher tasks
+from the simulator."""
 from __future__ import annotations
 
 import json
@@ -11,26 +12,17 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pytest
 
+from experiments.config import DistillSection
+from experiments.train.distill.filter import FilterConfig, check_trace
+from experiments.train.distill.loop import DistillConfig, distill
+from experiments.train.distill.samples import reflect_samples, teacher_samples
+from experiments.train.rollout import States
 from policies.base import PolicyContext
+from policies.llm.clients import HTTPChatBackend, TeacherError
 from policies.llm.evidence import EvidenceBuilder
 from policies.llm.parsing import parse_ranking, parse_reflection
 from policies.llm.prompts import TEMPLATE_DIR
-from policies.llm.teachers import (
-    DistillConfig,
-    FilterConfig,
-    HTTPChatBackend,
-    LLMTeacher,
-    OracleTeacher,
-    TeacherError,
-    TeacherSample,
-    check_trace,
-    distill,
-    genre_taste,
-    make_teacher,
-    rank_samples,
-    reflect_samples,
-    to_hf_dataset,
-)
+from policies.llm.teachers import LLMTeacher, OracleTeacher, TeacherSample, genre_taste, make_teacher
 from policies.registry import make_policy
 from tests.test_llm_prompts import make_view
 
@@ -141,7 +133,7 @@ def test_distill_rethinks_with_targeted_feedback_then_keeps_or_drops():
             2: [good(batch[2].target)],  # fine at once
         }
     )
-    result = distill(teacher, batch, "think", DistillConfig(max_rethinks=2))
+    result = distill(teacher, batch, "think", DistillConfig(rethink=2))
     assert [(t.sample.key, t.attempts) for t in result.traces] == [(2, 1), (0, 2)]
     assert result.dropped == [(1, ("missing_ranking",))]
     assert result.stats == {
@@ -162,33 +154,26 @@ def test_oracle_rethink_promotes_the_actual_choice():
     s = samples(1)[0]
     worst = int(np.argmin(s.utilities))
     s = TeacherSample(view=s.view, key=0, utilities=s.utilities, target=worst, rating=5.0)
-    result = distill(OracleTeacher(seed=0), [s], "think", DistillConfig(max_rethinks=1))
+    result = distill(OracleTeacher(seed=0), [s], "think", DistillConfig(rethink=1))
     assert result.stats["kept_after_rethink"] == 1 and result.stats["problems"] == {"low_ndcg": 1}
     assert parse_ranking(result.traces[0].completion, s.ids).order[0] == worst
-    assert distill(OracleTeacher(seed=0), [s], "think", DistillConfig(max_rethinks=0)).stats["dropped"] == 1
+    assert distill(OracleTeacher(seed=0), [s], "think", DistillConfig(rethink=0)).stats["dropped"] == 1
 
 
-def test_export_is_trl_conversational_prompt_completion():
+def test_kept_traces_pair_the_student_prompt_with_the_answer():
     batch = samples(4)
     result = distill(OracleTeacher(seed=0), batch, "think", DistillConfig(filter=FilterConfig(min_ndcg=0.0)))
     refl = reflect_samples(batch[:2], [list(range(5))] * 2)
     result_r = distill(OracleTeacher(seed=0), refl, "reflect")
-    ds = to_hf_dataset(result.traces + result_r.traces)
-    assert len(ds) == 6 and ds.column_names[:2] == ["prompt", "completion"]
-    row = ds[0]
-    assert [m["role"] for m in row["prompt"]] == ["system", "user"]
-    assert [m["role"] for m in row["completion"]] == ["assistant"] and row["completion"][0]["content"].startswith("<think>")
-    assert row["kind"] == "think" and row["candidate_ids"] == list("ABCDE") and len(row["utilities"]) == 5
-    assert ds[5]["kind"] == "reflect" and "<preference>" in ds[5]["completion"][0]["content"]
+    traces = result.traces + result_r.traces
+    assert len(traces) == 6 and [t.kind for t in traces] == ["think"] * 4 + ["reflect"] * 2
+    assert [m["role"] for m in traces[0].prompt] == ["system", "user"] and traces[0].completion.startswith("<think>")
+    assert traces[0].prompt == batch[0].prompt("think") and "<preference>" in traces[5].completion
 
 
-def test_config_from_dict():
-    cfg = DistillConfig.from_dict({"max_rethinks": 1, "filter": {"min_ndcg": 0.7, "keywords": ["like"]}, "prompt": {"max_history": 5}})
-    assert cfg.max_rethinks == 1 and cfg.filter.min_ndcg == 0.7 and cfg.filter.keywords == ("like",) and cfg.prompt.max_history == 5
-    with pytest.raises(ValueError, match="unknown filter option"):
-        DistillConfig.from_dict({"filter": {"min_ndgc": 1}})
-    with pytest.raises(ValueError, match="unknown distillation option"):
-        DistillConfig.from_dict({"rethinks": 1})
+def test_settings_carry_the_names_of_the_distill_section():
+    cfg = DistillConfig.from_section(DistillSection(rethink=3, min_ndcg=0.7))
+    assert cfg.rethink == 3 and cfg.filter.min_ndcg == 0.7 and cfg.filter.keywords == FilterConfig().keywords
     with pytest.raises(ValueError, match="unknown teacher"):
         make_teacher("gpt")
     assert isinstance(make_teacher("oracle", seed=1), OracleTeacher)
@@ -326,13 +311,13 @@ def test_distill_from_protocol_on_synthetic_world():
     evidence = EvidenceBuilder(ctx)
     evidence.fit(protocol.split)
     utilities = make_policy("oracle", ctx).score(protocol.batch)
-    batch = rank_samples(protocol, range(len(protocol)), utilities=utilities, evidence=evidence)
+    batch = teacher_samples(ds, evidence, States(protocol.batch, protocol.target_pos, utilities))
     assert batch[0].evidence and batch[0].evidence[0].startswith("popularity #") and batch[0].items[protocol.target_pos[0]] == protocol.targets[0]
-    result = distill(OracleTeacher(seed=0), batch, "think", DistillConfig(max_rethinks=1))
+    result = distill(OracleTeacher(seed=0), batch, "think", DistillConfig(rethink=1))
     assert result.stats["kept"] == 6  # the rethink repairs every low-NDCG trace
     for trace in result.traces:
         assert "evidence:" in trace.prompt[1]["content"] and trace.ndcg >= 0.5
-    assert to_hf_dataset(result.traces)[0]["user"] == int(protocol.users[0])
+    assert result.traces[0].sample.user == int(protocol.users[0])
 
 
 def test_local_teacher_with_tiny_model_goes_through_the_filter():
@@ -340,7 +325,7 @@ def test_local_teacher_with_tiny_model_goes_through_the_filter():
     torch.set_num_threads(1)
     teacher = make_teacher("local:tiny", max_new_tokens=8)
     batch = samples(2)
-    result = distill(teacher, batch, "think", DistillConfig(max_rethinks=1))
+    result = distill(teacher, batch, "think", DistillConfig(rethink=1))
     # A random model writes no valid trace: both are sent back once, then dropped.
     assert result.stats["kept"] == 0 and result.stats["dropped"] == 2
     stats = teacher.chat.backend.stats()

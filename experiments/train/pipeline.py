@@ -32,9 +32,10 @@ from experiments.curves import write_learning_curves
 from experiments.report import write_json, write_reward_curves
 from experiments.train.common import check_model_dir, read_csv
 from experiments.train.dist import is_main_process
-from experiments.train.rollout import MemoryBank, States, view_of
+from experiments.train.distill.export import teacher_judge_rows
+from experiments.train.distill.policy import TeacherPolicy
+from experiments.train.rollout import MemoryBank
 from experiments.train.walks import NOTE_SLOT, VARIANTS, Decisions, RowBuilder, make_decisions, note_prompt_row
-from policies.base import Policy
 from starec_env.types import PAD
 
 
@@ -74,13 +75,14 @@ def prepare(cfg: RunConfig) -> Context:
 def row_builder(ctx: Context, tokenizer: Any) -> RowBuilder:
     """Rows rendered exactly as the agents render their prompts."""
     from policies.llm.judge import JudgeEncoder
-    from policies.llm.teachers import TasteNotes
+    from policies.llm.notes import TasteNotes
 
     cfg = ctx.cfg
-    notes = TasteNotes(ctx.world.dataset, ctx.world.simulator.utility, description_words=cfg.judge.description_words,
-                       noun=cfg.judge.noun, seed=cfg.data.seed)
-    return RowBuilder(ctx.world, JudgeEncoder(tokenizer, cfg.judge), notes, cfg.warmup,
-                      max_words=cfg.prompt.max_words, target_temperature=cfg.distill.target_temperature)
+    prompt, judge = cfg.prompt_config("starec"), cfg.judge_config("starec")  # what the starec rows are evaluated with
+    notes = TasteNotes(ctx.world.dataset, ctx.world.simulator.utility, description_words=judge.description_words,
+                       noun=judge.noun, seed=cfg.data.seed)
+    return RowBuilder(ctx.world, JudgeEncoder(tokenizer, judge), notes, cfg.warmup, max_words=prompt.max_words,
+                      reflect_top=prompt.reflect_top, target_temperature=cfg.distill.target_temperature)
 
 
 def split_users(ctx: Context, rng: np.random.Generator, n_train: int, n_val: int) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +121,7 @@ def run_distill(cfg: RunConfig) -> dict:
     builder = row_builder(ctx, tok)
     decisions = decisions_for(ctx, users, rng, per_user=d.decisions_per_user)
     modes = list(rng.choice(np.array(VARIANTS), size=len(decisions), p=[d.memory_share, d.plain_share, d.append_share]))
-    judge, teacher_stats = teacher_judge_rows(ctx, builder, decisions, modes)
+    judge, teacher_stats = teacher_judge_rows(cfg, builder, decisions, modes)
     notes = [builder.note_sft_row(step) for step in builder.note_steps(decisions) if rng.random() < d.reflect_fraction]
     records = judge + notes
     if not records:
@@ -160,58 +162,6 @@ def run_distill(cfg: RunConfig) -> dict:
         print(f"distill: {facts['examples']} SFT rows ({len(judge)} judge, {len(notes)} note) from {facts['users']} users "
               f"({100 * facts['data_fraction']:.1f}% of training interactions), {facts['sft']['steps']} steps, {facts['seconds']}s")
     return facts
-
-
-def teacher_judge_rows(ctx: Context, builder: RowBuilder, decisions: Decisions, modes: list) -> tuple[list[dict], dict]:
-    """Judge rows with the teacher's targets. The oracle's are the simulator's
-    choice distribution; an LLM teacher ranks each decision's think-first
-    prompt, its answers pass the paper's filter (with rethinks), and its
-    order becomes the targets (:func:`policies.llm.judge.order_targets`);
-    decisions whose trace was dropped give no row."""
-    from policies.llm.judge import order_targets
-    from policies.llm.parsing import parse_ranking
-    from policies.llm.teachers import DistillConfig, FilterConfig, distill, make_teacher
-
-    cfg = ctx.cfg
-    rows = builder.judge_rows(decisions, modes)
-    if cfg.distill.teacher == "oracle":
-        return rows, {"source": "choice distribution of the simulator", "rows": len(rows)}
-    teacher = make_teacher(cfg.distill.teacher, seed=cfg.data.seed)
-    states = States(decisions.batch, decisions.target_pos, decisions.choice)
-    samples = teacher_samples(ctx.world.dataset, decisions.evidence, states)
-    tcfg = DistillConfig(max_rethinks=cfg.distill.rethink, filter=FilterConfig(min_ndcg=cfg.distill.min_ndcg))
-    ranked = distill(teacher, samples, "think", tcfg)
-    kept = []
-    for trace in ranked.traces:
-        row = dict(rows[trace.sample.key])
-        order = parse_ranking(trace.completion, trace.sample.ids, expect_think=True).order
-        row["targets"] = [float(t) for t in order_targets(order, len(order))]
-        kept.append(row)
-    return kept, ranked.stats
-
-
-def teacher_samples(dataset: Any, evidence: Any, states: States) -> list:
-    """Teacher tasks for ranking states (view, evidence with its signals,
-    choice logits as the oracle's utilities); ``key`` is the row index."""
-    from policies.llm.evidence import render_lines
-    from policies.llm.teachers import TeacherSample
-
-    table = evidence.table(states.batch) if evidence is not None else None
-    lines = render_lines(table) if table is not None else None
-    c = states.batch.candidates.shape[1]
-    return [
-        TeacherSample(
-            view=view_of(dataset, states.batch, r),
-            key=r,
-            evidence=lines[r] if lines is not None else None,
-            signals=[table.signals(r, j) for j in range(c)] if table is not None else None,
-            utilities=states.utilities[r],
-            target=int(states.target_pos[r]),
-            user=int(states.batch.users[r]),
-            items=tuple(int(i) for i in states.batch.candidates[r]),
-        )
-        for r in range(len(states))
-    ]
 
 
 def live_agent(ctx: Context, model: Any, tokenizer: Any, decisions: Decisions, *, reflect: bool) -> Any:
@@ -450,52 +400,13 @@ def _student_factory(ranking: str, noreflect: bool) -> Callable:
     return make
 
 
-class TeacherPolicy(Policy):
-    """The distillation teacher as a policy: what it teaches the student.
-    The oracle teaches the simulator's choice distribution, so it ranks by
-    the choice logits (an upper bound); an LLM teacher answers the
-    think-first ranking prompt and its parsed order is the ranking."""
-
-    def __init__(self, ctx: Any, cfg: RunConfig) -> None:
-        from policies.llm.evidence import EvidenceBuilder, EvidenceConfig
-
-        self.name = "teacher"
-        self.upper_bound = cfg.distill.teacher == "oracle"
-        self.ctx = ctx
-        self.cfg = cfg
-        self.evidence = EvidenceBuilder(ctx, EvidenceConfig(enabled=cfg.prompt.evidence))
-        self.teacher = None
-        self.calls = 0
-
-    def fit(self, split: Any) -> None:
-        self.evidence.fit(split)
-
-    def score(self, batch: Any) -> np.ndarray:
-        from policies.llm.parsing import parse_ranking
-        from policies.llm.teachers import make_teacher
-
-        choice = np.asarray(self.ctx.simulator.choice_logit(batch.users, batch.candidates), dtype=np.float64)
-        self.calls += len(batch)
-        if self.cfg.distill.teacher == "oracle":
-            return choice
-        self.teacher = self.teacher or make_teacher(self.cfg.distill.teacher, seed=self.ctx.seed)
-        samples = teacher_samples(self.ctx.dataset, self.evidence if self.cfg.prompt.evidence else None,
-                                  States(batch, choice.argmax(axis=1), choice))
-        chats = [s.prompt("think") for s in samples]
-        texts = self.teacher.generate("think", samples, chats, [None] * len(samples))
-        return np.stack([parse_ranking(t, s.ids, expect_think=True).scores() for t, s in zip(texts, samples)])
-
-    def stats(self) -> dict:
-        return {"teacher": self.cfg.distill.teacher, "teacher_calls": self.calls}
-
-
 def probe_memory(cfg: RunConfig, factory: Callable) -> dict:
     """The memory probe of :mod:`experiments.memory_probe` for the ``starec`` row,
     on the first seed's first ``cfg.probe_users`` evaluation users."""
     from experiments.memory_probe import memory_probe
     from experiments.world import load_world
     from policies.base import PolicyContext
-    from policies.llm.teachers import TasteNotes
+    from policies.llm.notes import TasteNotes
     from starec_env.protocol import LeaveOneOut
 
     world = load_world(cfg)
@@ -505,6 +416,7 @@ def probe_memory(cfg: RunConfig, factory: Callable) -> dict:
     policy = factory(PolicyContext(world.dataset, seed=cfg.seeds[0], options=cfg.policy_options("starec")))
     policy.name = "starec"
     policy.fit(protocol.split)
-    notes = TasteNotes(world.dataset, world.simulator.utility, description_words=cfg.judge.description_words,
-                       noun=cfg.judge.noun, seed=cfg.data.seed)
+    judge = cfg.judge_config("starec")
+    notes = TasteNotes(world.dataset, world.simulator.utility, description_words=judge.description_words,
+                       noun=judge.noun, seed=cfg.data.seed)
     return memory_probe(policy, protocol, notes, cfg.probe_users, "starec")

@@ -15,7 +15,7 @@ before the decision. The rows built here therefore match evaluation exactly:
   row, its fast-only form and the no-reflection ablation.
 * **note rows**: at each walk step, the reflection prompt (the agent's order
   of the step's candidates, what the user chose and rated) and, for SFT, the
-  oracle's reflection (:class:`policies.llm.teachers.TasteNotes`). GRPO gets
+  oracle's reflection (:class:`policies.llm.notes.TasteNotes`). GRPO gets
   the prompts with the follow-up decision - the next ranking of the walk,
   or the decision itself after the last step - on which the rewritten note
   is scored.
@@ -85,7 +85,7 @@ def make_decisions(world: Any, interactions: Any, users: np.ndarray, protocol: P
 class RowBuilder:
     """Renders decisions into rows with the agents' own encoder and history rule.
 
-    ``notes`` is the oracle's :class:`~policies.llm.teachers.TasteNotes`;
+    ``notes`` is the oracle's :class:`~policies.llm.notes.TasteNotes`;
     the evidence comes with each :class:`Decisions` (None: the no-evidence
     ablation); ``max_words`` / ``reflect_top`` as in the agents' prompt
     settings.

@@ -12,6 +12,10 @@ and transformers; ``policies.llm.prompts`` does not):
 * :mod:`policies.llm.formats` - the registry of answer formats (template,
   answer prefix, parser options, reward terms, cost label);
 * :mod:`policies.llm.prompts`, :mod:`policies.llm.parsing`,
-  :mod:`policies.llm.evidence`, :mod:`policies.llm.teachers` - prompt
-  templates, robust parsing, collaborative evidence, distillation teachers.
+  :mod:`policies.llm.evidence` - prompt templates, robust parsing,
+  collaborative evidence;
+* :mod:`policies.llm.teachers`, :mod:`policies.llm.clients`,
+  :mod:`policies.llm.notes` - distillation teachers, the chat clients they
+  talk through, the oracle's wording and taste notes (what is done with
+  the teachers' answers is :mod:`experiments.train.distill`).
 """

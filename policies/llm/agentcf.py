@@ -30,7 +30,7 @@ into reasoning or echoing the prompt).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,7 @@ from policies.llm.formats import get_format
 from policies.llm.memory import MemoryConfig, MemoryStore
 from policies.llm.parsing import parse_reflection
 from policies.llm.prompts import candidate_ids, render_template
+from policies.options import read, takes
 from starec_env.protocol import sample_unseen
 from starec_env.text import AgentTextView, text_view
 from starec_env.types import TrainSplit
@@ -105,9 +106,8 @@ class AgentCFConfig:
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "AgentCFConfig":
-        """Its keys from the options table (the CLI hands one table to every policy)."""
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in options.items() if k in known})
+        """Its own keys of the options table it shares with :class:`LLMAgentConfig`."""
+        return read(cls, options)
 
 
 @dataclass(frozen=True)
@@ -333,6 +333,7 @@ def _waves(keys: list[int]) -> list[list[int]]:
     return waves
 
 
+@takes(LLMAgentConfig, AgentCFConfig)
 def make_agentcf(ctx: PolicyContext) -> Policy:
     """AgentCF: user and item agents trained by collaborative reflection."""
     return AgentCF(ctx, LLMAgentConfig.from_options(ctx.options), AgentCFConfig.from_options(ctx.options))

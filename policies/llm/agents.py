@@ -28,14 +28,14 @@ answer (``score``), e.g. to compare formulations. The answer formats, and
 which ranking generates which, live in :mod:`policies.llm.formats`.
 
 Options come from ``PolicyContext.options`` (see :class:`LLMAgentConfig`);
-unknown keys are ignored because the CLI hands one option table to every
-policy.
+the factories declare it with :func:`~policies.options.takes`, so the run
+refuses a ``[policy.NAME]`` key no config reads before any model loads.
 """
 from __future__ import annotations
 
 import dataclasses
 import itertools
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -58,7 +58,7 @@ from policies.llm.memory import MemoryConfig, MemoryStore
 from policies.llm.parsing import ParsedRanking, parse_ranking, parse_reflection
 from policies.llm.prompts import PromptConfig, candidate_ids, render_llmrank_prompt, render_rank_prompt, render_reflect_prompt
 from policies.llm.warmup import MemoryCache, Walk, WarmupConfig, cache_settings, plan_walk, step_batch
-from policies.options import takes
+from policies.options import read, takes
 from starec_env.text import AgentTextView, text_view
 from starec_env.types import Feedback, RankingBatch, TrainSplit
 
@@ -112,17 +112,21 @@ class LLMAgentConfig:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
 
+    def __post_init__(self) -> None:
+        """Nested tables (``prompt``, ``judge``...) arrive as dicts from TOML:
+        built here, strictly, so that checking a ``[policy.NAME]`` table
+        (:func:`policies.options.check`) also catches a typo inside them."""
+        for key, kind in (("memory", MemoryConfig), ("prompt", PromptConfig), ("judge", JudgeConfig), ("warmup", WarmupConfig)):
+            value = getattr(self, key)
+            if isinstance(value, dict):
+                object.__setattr__(self, key, kind.from_dict(value))
+        if not 0.0 <= self.slow_budget <= 1.0:
+            raise ValueError(f"slow_budget must be a share in [0, 1], got {self.slow_budget}")
+
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "LLMAgentConfig":
-        known = {f.name for f in fields(cls)}
-        values = {k: v for k, v in options.items() if k in known}
-        for key, kind in (("memory", MemoryConfig), ("prompt", PromptConfig), ("judge", JudgeConfig), ("warmup", WarmupConfig)):
-            if isinstance(values.get(key), dict):
-                values[key] = kind.from_dict(values[key])
-        config = cls(**values)
-        if not 0.0 <= config.slow_budget <= 1.0:
-            raise ValueError(f"slow_budget must be a share in [0, 1], got {config.slow_budget}")
-        return config
+        """Its own keys of a policy's options (see :func:`policies.options.read`)."""
+        return read(cls, options)
 
 
 @dataclass
