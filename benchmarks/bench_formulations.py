@@ -38,10 +38,12 @@ import torch
 from experiments.config import load_run_config
 from experiments.train.pipeline import decisions_for, prepare
 from experiments.train.rollout import view_of
+from policies.base import PolicyContext
 from policies.llm.formats import RANKING_PREFIX
 from policies.llm.judge import JudgeEncoder, choice_targets, evidence_text, listwise_loss, shown_history, slot_scores
 from policies.llm.models import load_model, use_bf16
 from policies.llm.prompts import candidate_ids
+from policies.registry import make_policy
 from starec_env.metrics import ndcg_single, rank_of
 
 
@@ -247,9 +249,6 @@ def main(argv: list[str] | None = None) -> int:
 
 def reference_rows(ctx: Any, decisions: Any) -> dict[str, float]:
     """NDCG@10 of the rule-based agents and the oracle on the same held-out decisions."""
-    from policies.base import PolicyContext
-    from policies.registry import make_policy
-
     out = {}
     for name in ("pop", "genre", "itemknn"):
         policy = make_policy(name, PolicyContext(ctx.world.dataset, seed=0))

@@ -29,6 +29,8 @@ import tracemalloc
 from pathlib import Path
 
 from benchmarks.recbole_world import write_world
+from policies.base import PolicyContext
+from policies.registry import make_policy
 from starec_env.data import load_dataset
 from starec_env.protocol import LeaveOneOut
 from starec_env.simulator import build_simulator, fidelity_report
@@ -56,9 +58,6 @@ def bench(name: str, data_dir: Path | None, with_bpr: bool) -> dict:
         "epochs": sim.fit_stats["choice"]["epochs"],
     }
     if with_bpr:
-        from policies.base import PolicyContext
-        from policies.registry import make_policy
-
         bpr = make_policy("bpr-full", PolicyContext(dataset=dataset, seed=0))
         bpr.fit(protocol.split)
         row["bpr_full"] = protocol.evaluate(bpr.score(protocol.batch))["ndcg@10"]

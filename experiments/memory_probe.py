@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from policies.llm.warmup import plan_walk
+from starec_env.metrics import ndcg_single, rank_of
 from starec_env.protocol import LeaveOneOut
 
 
@@ -40,6 +41,4 @@ def memory_probe(policy: Any, protocol: LeaveOneOut, notes: Any, users: int, row
 
 
 def _ndcg(protocol: LeaveOneOut, rows: np.ndarray, scores: np.ndarray) -> float:
-    from starec_env.metrics import ndcg_single, rank_of
-
     return float(ndcg_single(rank_of(scores, protocol.target_pos[rows]), 10).mean())

@@ -14,14 +14,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 from pathlib import Path
 from typing import Callable
 
 from experiments.config import ConfigError, RunConfig, load_run_config, parse_seed_count, parse_seeds, presets
-from experiments.report import OutputError, check_out_dir
+from experiments.evaluate import benchmark
+from experiments.report import OutputError, check_out_dir, format_table, online_sizes, write_json, write_report
+from experiments.train.dist import is_main_process
+from experiments.world import load_world
+from policies.llm.clients import http_teacher_record
 from starec_env.data.errors import DataFormatError, DataOptionError, DatasetNotFoundError, PreprocessError
-from starec_env.protocol import ProtocolError
+from starec_env.protocol import LeaveOneOut, ProtocolError
+from starec_env.simulator import fidelity_report
+from starec_env.simulator.fidelity import format_fidelity
 
 #: Problems with the user's input: reported in one line, without a traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -78,12 +85,8 @@ def run_rl(cfg: RunConfig) -> int:
 @stage("eval")
 def run_eval(cfg: RunConfig) -> int:
     """Offline protocol + online sessions for every policy; table and files."""
-    from experiments.train.dist import is_main_process
-
     if not is_main_process():  # under `accelerate launch` only rank 0 evaluates
         return 0
-    from experiments.evaluate import benchmark
-    from experiments.report import format_table, online_sizes, write_report
 
     _set_threads(cfg)
     factories = {}
@@ -98,7 +101,6 @@ def run_eval(cfg: RunConfig) -> int:
 
         facts["memory_probe"] = probe_memory(cfg, factories["starec"])
     if cfg.distill.teacher == "http":  # the endpoint lives in the environment: record which one (redacted)
-        from policies.llm.clients import http_teacher_record
 
         facts["teacher"] = http_teacher_record()
     print(format_table(rows))
@@ -121,8 +123,6 @@ def run_eval(cfg: RunConfig) -> int:
 
 def _training_facts(out: Path) -> dict:
     """distill.json / rl.json / rl-only.json of the run, reported beside the results."""
-    import json
-
     return {f.stem: json.loads(f.read_text()) for name in ("distill", "rl", "rl-only") if (f := out / f"{name}.json").exists()}
 
 
@@ -140,12 +140,6 @@ def run_fidelity(cfg: RunConfig) -> int:
     """How closely the simulator reproduces the data (ratings, popularity curve) and
     predicts held-out choices under the run's protocol (first seed; at least the
     paper's 1,000 users, as the oracle costs nothing to score)."""
-    from experiments.report import write_json
-    from experiments.world import load_world
-    from starec_env.protocol import LeaveOneOut
-    from starec_env.simulator import fidelity_report
-    from starec_env.simulator.fidelity import format_fidelity
-
     world = load_world(cfg)
     p = cfg.protocol
     users = None if p.users is None else max(p.users, 1000)

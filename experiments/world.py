@@ -8,16 +8,15 @@ tables.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from experiments.config import ConfigError, RunConfig
+from starec_env.batched import BatchedEnv
+from starec_env.config import EnvConfig
+from starec_env.data import PreprocessConfig, load_dataset
 from starec_env.data.errors import DataOptionError
 from starec_env.data.model import Dataset
-
-if TYPE_CHECKING:
-    from starec_env.batched import BatchedEnv
-    from starec_env.config import EnvConfig
-    from starec_env.simulator import SimulatorConfig
+from starec_env.simulator import SimulatorConfig, build_simulator
 
 
 @dataclass
@@ -30,9 +29,6 @@ class World:
 
 def load_world(cfg: RunConfig) -> World:
     """Load and preprocess the dataset, then fit/build its simulator."""
-    from starec_env.data import PreprocessConfig, load_dataset
-    from starec_env.simulator import build_simulator
-
     data = cfg.data
     try:
         pre = PreprocessConfig.from_dict(data.preprocess) if data.preprocess else None
@@ -48,8 +44,6 @@ def load_world(cfg: RunConfig) -> World:
 def _simulator_config(cfg: RunConfig) -> SimulatorConfig:
     """The simulator settings; on real data the fit holds out what the run's
     protocol holds out (each user's last positive by the protocol's threshold)."""
-    from starec_env.simulator import SimulatorConfig
-
     try:
         return SimulatorConfig.from_dict({"holdout_threshold": cfg.protocol.positive_threshold, **cfg.simulator})
     except ValueError as err:
@@ -60,8 +54,6 @@ def env_config(cfg: RunConfig, world: World, llm: bool = True) -> EnvConfig:
     """EnvConfig of the online sessions: the run's world and ``[online.env]``
     options, sized for LLM agents (``online.llm_users`` agents, ``[online.llm_env]``
     on top) or, with ``llm=False``, for cheap agents (``online.users``)."""
-    from starec_env.config import EnvConfig
-
     online = cfg.online
     users, extra = (online.llm_users, online.llm_env) if llm else (online.users, {})
     values = {"n_users": min(users, world.dataset.n_users), "history_len": cfg.protocol.history_len, **online.env, **extra}
@@ -76,6 +68,4 @@ def env_config(cfg: RunConfig, world: World, llm: bool = True) -> EnvConfig:
 def make_env(cfg: RunConfig, world: World, llm: bool = True) -> BatchedEnv:
     """The batched env over the run's world (same item indices as the protocol),
     sized for LLM agents unless ``llm=False`` (see :func:`env_config`)."""
-    from starec_env.batched import BatchedEnv
-
     return BatchedEnv(env_config(cfg, world, llm), simulator=world.simulator)

@@ -17,7 +17,7 @@ entry says which reward terms score it and how it is parsed; absent means
 short ids shown in the prompt), ``target`` (position of the held-out
 positive among the candidates, -1 if none), ``utilities`` (the simulator's
 true utility of each candidate), ``user`` and ``items`` (dataset indices of
-the user and candidates, for simulated feedback).
+the user and candidates, for the simulated click and rating).
 """
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from policies.llm.formats import FAST, get_format, rewarded_by
+from policies.llm.parsing import parse_ranking, parse_reflection
 from starec_env.metrics import ndcg_graded
 
 #: The paper's rank tiers: (last 1-based position of the tier, reward).
@@ -65,8 +66,6 @@ def tier_rewards(ranks: np.ndarray, tiers: Sequence[tuple[int, float]] = PAPER_T
 
 def default_parser() -> Parser:
     """The project's ranking parser (imported lazily: it lives in the LLM layer)."""
-    from policies.llm.parsing import parse_ranking
-
     return parse_ranking
 
 
@@ -189,8 +188,6 @@ class FormatReward(CompletionReward):
         if get_format(mode).parser == "ranking":
             return super().parse_row(text, ids, mode)
         if self._parse_reflection is None:
-            from policies.llm.parsing import parse_reflection
-
             self._parse_reflection = parse_reflection
         return self._parse_reflection(text)
 
@@ -213,17 +210,18 @@ def _completion_lengths(completions: list, completion_ids: list | None) -> list[
 Responder = Callable[[np.ndarray, np.ndarray, np.random.Generator], tuple[np.ndarray, np.ndarray]]
 
 
-class FeedbackReward(CompletionReward):
-    """Simulated user feedback on the slate the ranking would show.
+class ClickRatingReward(CompletionReward):
+    """The simulated user's click and rating on the slate the ranking would show.
 
     The top ``slate_size`` candidates of the produced order are shown to the
     simulated user through ``respond(users (B,), slates (B, S) item indices,
     rng) -> (clicked slate position (B,) or -1, rating (B,))``; the reward is
-    ``rating / 5`` for a click, 0 otherwise. Draws come from a generator
-    seeded at construction, so a run is reproducible.
+    ``rating / 5`` for a click, 0 otherwise (the environment's
+    ``click_rating`` reward). Draws come from a generator seeded at
+    construction, so a run is reproducible.
     """
 
-    __name__ = "feedback"
+    __name__ = "click_rating"
 
     def __init__(self, respond: Responder, parse: Parser | None = None, slate_size: int = 5, seed: int = 0) -> None:
         super().__init__(parse)

@@ -1,21 +1,21 @@
 """Reward shaping: the memory-update reward and weighted composition from config.
 
 GRPO gets one callable per term plus a weight list (TRL sums them and logs
-each term on its own); :class:`ShapedReward` does the same sum in plain
-Python for evaluation and for code outside TRL.
+each term on its own).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 
 from policies.llm.formats import rewarded_by
+from policies.llm.parsing import parse_reflection
 from reward.ranking import (
     ABSENT_REWARD,
     PAPER_TIERS,
-    FeedbackReward,
+    ClickRatingReward,
     FormatReward,
     NDCGReward,
     Parser,
@@ -36,8 +36,6 @@ MemoryRecorder = Callable[[list[int], list[str], list[float]], None]
 
 
 def default_reflection_parser() -> Callable[[str], Any]:
-    from policies.llm.parsing import parse_reflection
-
     return parse_reflection
 
 
@@ -114,7 +112,7 @@ class RewardConfig:
 
     rank_tier: float = 1.0
     ndcg: float = 0.5
-    feedback: float = 0.0
+    click_rating: float = 0.0
     format: float = 0.2
     memory: float = 1.0
     ndcg_k: int = 10
@@ -146,7 +144,7 @@ def build_reward_funcs(
 ) -> tuple[list[Callable], list[float]]:
     """Reward callables and weights for ``GRPOTrainer(reward_funcs=..., args.reward_weights=...)``.
 
-    Terms with weight 0 are left out. The feedback term needs a simulator
+    Terms with weight 0 are left out. The click_rating term needs a simulator
     ``respond`` function and the memory term a ``followup_ranker``; asking for
     them without one is a configuration error, reported as such.
     """
@@ -160,9 +158,9 @@ def build_reward_funcs(
 
     add(cfg.rank_tier, lambda: RankTierReward(parse, PAPER_TIERS, ABSENT_REWARD))
     add(cfg.ndcg, lambda: NDCGReward(parse, k=cfg.ndcg_k))
-    if cfg.feedback and respond is None:
-        raise ValueError("reward.feedback > 0 needs a simulator to answer the slates (respond=...)")
-    add(cfg.feedback, lambda: FeedbackReward(respond, parse, slate_size=cfg.slate_size, seed=seed))
+    if cfg.click_rating and respond is None:
+        raise ValueError("reward.click_rating > 0 needs a simulator to answer the slates (respond=...)")
+    add(cfg.click_rating, lambda: ClickRatingReward(respond, parse, slate_size=cfg.slate_size, seed=seed))
     add(cfg.format, lambda: FormatReward(parse, budget=cfg.length_budget, penalty=cfg.length_penalty))
     if cfg.memory and followup_ranker is None:
         raise ValueError("reward.memory > 0 needs a follow-up ranker for the rewritten descriptions")
@@ -171,27 +169,3 @@ def build_reward_funcs(
         raise ValueError("every reward weight is 0: nothing to train on")
     return funcs, weights
 
-
-class ShapedReward:
-    """Weighted sum of reward terms, with each term kept for logging.
-
-    ``None`` terms (not applicable to a row) are skipped, like TRL's nansum.
-    """
-
-    __name__ = "shaped"
-
-    def __init__(self, funcs: Sequence[Callable], weights: Sequence[float]) -> None:
-        if len(funcs) != len(weights):
-            raise ValueError(f"{len(funcs)} reward functions but {len(weights)} weights")
-        self.funcs = list(funcs)
-        self.weights = [float(w) for w in weights]
-
-    def terms(self, prompts: list, completions: list, **columns: Any) -> dict[str, list[float | None]]:
-        return {f.__name__: f(prompts, completions, **columns) for f in self.funcs}
-
-    def __call__(self, prompts: list, completions: list, **columns: Any) -> list[float]:
-        terms = self.terms(prompts, completions, **columns)
-        total = np.zeros(len(completions))
-        for w, values in zip(self.weights, terms.values()):
-            total += w * np.array([0.0 if v is None else v for v in values])
-        return total.tolist()

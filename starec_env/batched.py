@@ -17,10 +17,13 @@ import numpy as np
 from gymnasium import spaces
 
 from starec_env.config import EnvConfig
+from starec_env.data import load_dataset
 from starec_env.data.model import Dataset
 from starec_env.errors import EnvError, check_int
 from starec_env.features import EpisodeCounters, FeatureBuilder
+from starec_env.protocol import LeaveOneOut
 from starec_env.simulator import CandidateSampler, UserSimulator, UserState, build_simulator
+from starec_env.text import text_view
 from starec_env.types import PAD, Feedback, RankingBatch, StepOutcome
 
 __all__ = ["BatchedEnv", "EnvError", "StepResult", "load_env_dataset", "resolve_reward", "top_slate"]
@@ -101,7 +104,6 @@ def load_env_dataset(cfg: EnvConfig) -> Dataset:
     """The dataset named by the config (or the Dataset it carries)."""
     if isinstance(cfg.dataset, Dataset):
         return cfg.dataset
-    from starec_env.data import load_dataset
 
     seed = 0 if cfg.seed is None else int(cfg.seed)
     if cfg.dataset == "synthetic":
@@ -156,8 +158,6 @@ class BatchedEnv:
         self.sampler = CandidateSampler(self.dataset.item_arr, self.dataset.n_items, cfg.candidate_pop_mix)
         self.protocol = None
         if self.offline:
-            from starec_env.protocol import LeaveOneOut
-
             self.protocol = LeaveOneOut(
                 self.dataset, n_negatives=cfg.n_candidates - 1, n_users=cfg.n_users,
                 history_len=cfg.history_len, positive_threshold=cfg.positive_threshold, seed=world_seed,
@@ -336,8 +336,6 @@ class BatchedEnv:
 
     def text_view(self, row: int):
         """LLM-readable view (profile, history, candidates) of agent row ``row`` now."""
-        from starec_env.text import text_view
-
         b = self._current()
         return text_view(self.dataset, int(b.users[row]), b.history[row], b.history_ratings[row], b.candidates[row])
 

@@ -1,13 +1,13 @@
-"""Environment configuration: one dataclass, loadable from a TOML table or dict."""
+"""Environment configuration: one dataclass, built from keywords or a dict (e.g. a TOML table)."""
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 from typing import Any, Callable
 
-from starec_env.configtools import config_from_dict, read_toml
+from starec_env.configtools import config_from_dict
+from starec_env.data.model import Dataset
 from starec_env.errors import EnvError, check_choice, check_float, check_int
 from starec_env.simulator.config import SimulatorConfig
 
@@ -86,8 +86,6 @@ class EnvConfig:
             if not isinstance(getattr(self, name), Mapping):
                 raise EnvError(f"EnvConfig.{name}: expected a table of options, got {getattr(self, name)!r}")
         if not isinstance(self.dataset, str):
-            from starec_env.data.model import Dataset
-
             if not isinstance(self.dataset, Dataset):
                 raise EnvError(f"EnvConfig.dataset: expected a loader name or a Dataset, got {type(self.dataset).__name__}")
 
@@ -95,14 +93,6 @@ class EnvConfig:
     def from_dict(cls, values: dict, source: str = "config") -> "EnvConfig":
         """Build from plain values (e.g. a TOML table); unknown keys are an error."""
         return config_from_dict(cls, values, "environment", source)
-
-    @classmethod
-    def from_toml(cls, path: str | Path, table: str | None = "env") -> "EnvConfig":
-        """Load from a TOML file; options live in ``[env]`` (or the top level when absent)."""
-        data = read_toml(path)
-        if table and table in data:
-            data = data[table]
-        return cls.from_dict(data, source=str(path))
 
     def replace(self, **overrides: Any) -> "EnvConfig":
         """A copy with some options changed (validated like the constructor)."""

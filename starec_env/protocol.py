@@ -14,6 +14,7 @@ import numpy as np
 
 from starec_env.data.model import Dataset
 from starec_env.metrics import hit_rate, ndcg_single, rank_of
+from starec_env.text import text_view
 from starec_env.types import PAD, RankingBatch, TrainSplit
 
 NDCG_KS = (1, 5, 10, 20)
@@ -181,8 +182,6 @@ class LeaveOneOut:
 
     def text_view(self, row: int):
         """The LLM-readable view (profile, history, candidates) of one evaluated user."""
-        from starec_env.text import text_view
-
         b = self.batch
         return text_view(self.dataset, int(b.users[row]), b.history[row], b.history_ratings[row], b.candidates[row])
 

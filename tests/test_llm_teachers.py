@@ -15,12 +15,12 @@ import pytest
 from experiments.config import DistillSection
 from experiments.train.distill.filter import FilterConfig, check_trace
 from experiments.train.distill.loop import DistillConfig, distill
-from experiments.train.distill.samples import reflect_samples, teacher_samples
+from experiments.train.distill.samples import teacher_samples
 from experiments.train.rollout import States
 from policies.base import PolicyContext
 from policies.llm.clients import HTTPChatBackend, TeacherError
 from policies.llm.evidence import EvidenceBuilder
-from policies.llm.parsing import parse_ranking, parse_reflection
+from policies.llm.parsing import parse_ranking
 from policies.llm.prompts import TEMPLATE_DIR
 from policies.llm.teachers import LLMTeacher, OracleTeacher, TeacherSample, genre_taste, make_teacher
 from policies.registry import make_policy
@@ -31,7 +31,7 @@ def samples(n: int = 12, seed: int = 0) -> list[TeacherSample]:
     rng = np.random.default_rng(seed)
     view = make_view()
     return [
-        TeacherSample(view=view, key=k, memory="Likes comedies.", utilities=rng.normal(size=5), target=int(rng.integers(5)), rating=5.0)
+        TeacherSample(view=view, key=k, memory="Likes comedies.", utilities=rng.normal(size=5), target=int(rng.integers(5)))
         for k in range(n)
     ]
 
@@ -44,7 +44,7 @@ def test_genre_taste_from_visible_ratings():
 def test_oracle_ranks_by_true_utility_and_cites_only_visible_evidence():
     teacher = OracleTeacher(seed=3)
     batch = samples()
-    texts = teacher.generate("think", batch, [s.prompt("think") for s in batch], [None] * len(batch))
+    texts = teacher.generate(batch, [s.prompt() for s in batch], [None] * len(batch))
     words = re.compile(r"[A-Za-z][A-Za-z'-]+")
     bank = set(words.findall((TEMPLATE_DIR / "oracle_phrases.toml").read_text(encoding="utf-8").lower()))
     titles = {f"[{cid}] {t}" for cid, (t, _g, _y) in zip("ABCDE", make_view().candidates)}
@@ -54,32 +54,21 @@ def test_oracle_ranks_by_true_utility_and_cites_only_visible_evidence():
         assert parsed.order == list(np.argsort(-sample.utilities, kind="stable"))
         # Only evidence from the prompt: no utility numbers; every word comes from the prompt or the phrase bank.
         assert "utilit" not in text.lower() and not any(f"{u:.2f}" in text for u in sample.utilities)
-        prompt = " ".join(m["content"] for m in sample.prompt("think"))
+        prompt = " ".join(m["content"] for m in sample.prompt())
         assert set(words.findall(text.lower())) <= bank | set(words.findall(prompt.lower()))
         assert set(re.findall(r"\[[A-E]\] [A-Z][a-z]+(?: Hard)?", parsed.think)) <= titles
 
 
 def test_oracle_is_deterministic_per_seed_with_varied_wording():
     batch = samples()
-    chats = [s.prompt("think") for s in batch]
-    a = OracleTeacher(seed=1).generate("think", batch, chats, [None] * 12)
-    b = OracleTeacher(seed=1).generate("think", batch, chats, [None] * 12)
-    c = OracleTeacher(seed=2).generate("think", batch, chats, [None] * 12)
+    chats = [s.prompt() for s in batch]
+    a = OracleTeacher(seed=1).generate(batch, chats, [None] * 12)
+    b = OracleTeacher(seed=1).generate(batch, chats, [None] * 12)
+    c = OracleTeacher(seed=2).generate(batch, chats, [None] * 12)
     assert a == b and a != c
     assert len({t.split(".")[1] for t in a}) > 1  # wording varies across samples
     # Per-sample determinism: a sample's text does not depend on its batch.
-    assert OracleTeacher(seed=1).generate("think", batch[5:6], chats[5:6], [None]) == a[5:6]
-
-
-def test_oracle_reflection_rewrites_a_bounded_description():
-    base = samples(1)[0]
-    refl = reflect_samples([base], [[(base.target + 1) % 5, base.target, 0, 1, 2]])[0]
-    assert refl.chosen == base.target and refl.predicted[1] == base.target
-    text = OracleTeacher(seed=0, max_words=12).generate("reflect", [refl], [refl.prompt("reflect")], [None])[0]
-    parsed = parse_reflection(text)
-    assert parsed.source == "tag" and parsed.think and parsed.format_score == 1.0
-    assert len(parsed.preference.split()) <= 12
-    assert check_trace("reflect", text, refl, FilterConfig()).problems == ()
+    assert OracleTeacher(seed=1).generate(batch[5:6], chats[5:6], [None]) == a[5:6]
 
 
 class Scripted:
@@ -89,7 +78,7 @@ class Scripted:
         self.script = script
         self.calls: list[tuple[int, list[dict]]] = []
 
-    def generate(self, kind, batch, chats, rethinks):
+    def generate(self, batch, chats, rethinks):
         out = []
         for sample, chat, rethink in zip(batch, chats, rethinks):
             attempt = 0 if rethink is None else rethink.attempt
@@ -110,17 +99,16 @@ def good(target: int) -> str:
 def test_filter_names_each_problem():
     s = samples(1)[0]
     t = "ABCDE"[s.target]
-    assert check_trace("think", good(s.target), s, FilterConfig()).problems == ()
-    assert check_trace("think", good(s.target).split("</think>")[1], s, FilterConfig()).problems == ("missing_reasoning",)
-    assert "missing_ranking" in check_trace("think", f"<think>likes comedy</think>\nRanking: {t}", s, FilterConfig()).problems
-    assert check_trace("think", good(s.target).replace("They enjoy comedy and dislike horror", "Hmm"), s, FilterConfig()).problems == (
+    assert check_trace(good(s.target), s, FilterConfig()).problems == ()
+    assert check_trace(good(s.target).split("</think>")[1], s, FilterConfig()).problems == ("missing_reasoning",)
+    assert "missing_ranking" in check_trace(f"<think>likes comedy</think>\nRanking: {t}", s, FilterConfig()).problems
+    assert check_trace(good(s.target).replace("They enjoy comedy and dislike horror", "Hmm"), s, FilterConfig()).problems == (
         "no_preference_keywords",
     )
     last = "<think>likes comedy</think>\nRanking: " + " > ".join([c for c in "ABCDE" if c != t] + [t])
-    check = check_trace("think", last, s, FilterConfig())
+    check = check_trace(last, s, FilterConfig())
     assert check.problems == ("low_ndcg",) and check.ndcg == pytest.approx(1 / np.log2(6))
-    assert check_trace("think", last, s, FilterConfig(min_ndcg=0.3)).problems == ()
-    assert check_trace("reflect", "<think>x</think>", s, FilterConfig()).problems == ("missing_preference",)
+    assert check_trace(last, s, FilterConfig(min_ndcg=0.3)).problems == ()
 
 
 def test_distill_rethinks_with_targeted_feedback_then_keeps_or_drops():
@@ -133,7 +121,7 @@ def test_distill_rethinks_with_targeted_feedback_then_keeps_or_drops():
             2: [good(batch[2].target)],  # fine at once
         }
     )
-    result = distill(teacher, batch, "think", DistillConfig(rethink=2))
+    result = distill(teacher, batch, DistillConfig(rethink=2))
     assert [(t.sample.key, t.attempts) for t in result.traces] == [(2, 1), (0, 2)]
     assert result.dropped == [(1, ("missing_ranking",))]
     assert result.stats == {
@@ -142,33 +130,31 @@ def test_distill_rethinks_with_targeted_feedback_then_keeps_or_drops():
     }
     # The rethink conversation: original prompt, the flawed answer, then targeted feedback.
     retry = [chat for key, chat in teacher.calls if key == 0][1]
-    assert retry[:2] == batch[0].prompt("think") and retry[2]["role"] == "assistant"
+    assert retry[:2] == batch[0].prompt() and retry[2]["role"] == "assistant"
     assert "no reasoning" in retry[3]["content"]
     missing_feedback = [chat for key, chat in teacher.calls if key == 1][1][3]["content"]
     assert "missing: " in missing_feedback and "ABCDE"[batch[1].target] not in missing_feedback.split("missing: ")[1].split(")")[0]
     # The kept trace pairs the original prompt (what the student sees) with the final answer.
-    assert result.traces[1].prompt == batch[0].prompt("think") and result.traces[1].completion == good(t0)
+    assert result.traces[1].prompt == batch[0].prompt() and result.traces[1].completion == good(t0)
 
 
 def test_oracle_rethink_promotes_the_actual_choice():
     s = samples(1)[0]
     worst = int(np.argmin(s.utilities))
-    s = TeacherSample(view=s.view, key=0, utilities=s.utilities, target=worst, rating=5.0)
-    result = distill(OracleTeacher(seed=0), [s], "think", DistillConfig(rethink=1))
+    s = TeacherSample(view=s.view, key=0, utilities=s.utilities, target=worst)
+    result = distill(OracleTeacher(seed=0), [s], DistillConfig(rethink=1))
     assert result.stats["kept_after_rethink"] == 1 and result.stats["problems"] == {"low_ndcg": 1}
     assert parse_ranking(result.traces[0].completion, s.ids).order[0] == worst
-    assert distill(OracleTeacher(seed=0), [s], "think", DistillConfig(rethink=0)).stats["dropped"] == 1
+    assert distill(OracleTeacher(seed=0), [s], DistillConfig(rethink=0)).stats["dropped"] == 1
 
 
 def test_kept_traces_pair_the_student_prompt_with_the_answer():
     batch = samples(4)
-    result = distill(OracleTeacher(seed=0), batch, "think", DistillConfig(filter=FilterConfig(min_ndcg=0.0)))
-    refl = reflect_samples(batch[:2], [list(range(5))] * 2)
-    result_r = distill(OracleTeacher(seed=0), refl, "reflect")
-    traces = result.traces + result_r.traces
-    assert len(traces) == 6 and [t.kind for t in traces] == ["think"] * 4 + ["reflect"] * 2
+    result = distill(OracleTeacher(seed=0), batch, DistillConfig(filter=FilterConfig(min_ndcg=0.0)))
+    traces = result.traces
+    assert len(traces) == 4
     assert [m["role"] for m in traces[0].prompt] == ["system", "user"] and traces[0].completion.startswith("<think>")
-    assert traces[0].prompt == batch[0].prompt("think") and "<preference>" in traces[5].completion
+    assert traces[0].prompt == batch[0].prompt()
 
 
 def test_settings_carry_the_names_of_the_distill_section():
@@ -228,8 +214,8 @@ def test_http_teacher_against_loopback_server(server, monkeypatch):
     backend = HTTPChatBackend.from_env(sleep=waits.append, backoff=0.5, timeout=5)
     teacher = LLMTeacher(backend)
     batch = samples(2)
-    chats = [s.prompt("think") for s in batch]
-    replies = teacher.generate("think", batch, chats, [None, None])
+    chats = [s.prompt() for s in batch]
+    replies = teacher.generate(batch, chats, [None, None])
     assert waits == [0.5]  # one retry after the 503
     assert replies[0] == f"<think>\nlikes comedy\n</think>\nRanking: A > B ({len(chats[0][-1]['content'])})"
     path, headers, body = server.requests[-1]
@@ -313,7 +299,7 @@ def test_distill_from_protocol_on_synthetic_world():
     utilities = make_policy("oracle", ctx).score(protocol.batch)
     batch = teacher_samples(ds, evidence, States(protocol.batch, protocol.target_pos, utilities))
     assert batch[0].evidence and batch[0].evidence[0].startswith("popularity #") and batch[0].items[protocol.target_pos[0]] == protocol.targets[0]
-    result = distill(OracleTeacher(seed=0), batch, "think", DistillConfig(rethink=1))
+    result = distill(OracleTeacher(seed=0), batch, DistillConfig(rethink=1))
     assert result.stats["kept"] == 6  # the rethink repairs every low-NDCG trace
     for trace in result.traces:
         assert "evidence:" in trace.prompt[1]["content"] and trace.ndcg >= 0.5
@@ -325,7 +311,7 @@ def test_local_teacher_with_tiny_model_goes_through_the_filter():
     torch.set_num_threads(1)
     teacher = make_teacher("local:tiny", max_new_tokens=8)
     batch = samples(2)
-    result = distill(teacher, batch, "think", DistillConfig(rethink=1))
+    result = distill(teacher, batch, DistillConfig(rethink=1))
     # A random model writes no valid trace: both are sent back once, then dropped.
     assert result.stats["kept"] == 0 and result.stats["dropped"] == 2
     stats = teacher.chat.backend.stats()

@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 
 from reward.ranking import (
-    FeedbackReward,
+    ClickRatingReward,
     FormatReward,
     NDCGReward,
     RankTierReward,
     completion_text,
     tier_rewards,
 )
-from reward.shaping import MemoryAlignmentReward, RewardConfig, ShapedReward, build_reward_funcs
+from reward.shaping import MemoryAlignmentReward, RewardConfig, build_reward_funcs
 
 IDS = [chr(65 + i) for i in range(20)]  # "A".."T", as policies.llm.prompts.candidate_ids(20)
 
@@ -79,7 +79,7 @@ def test_format_reward_prefers_clean_and_short_answers():
     assert got_ids[0] == pytest.approx(0.5)
 
 
-def test_feedback_reward_uses_the_top_of_the_produced_order():
+def test_click_rating_reward_uses_the_top_of_the_produced_order():
     seen = {}
 
     def respond(users, slates, rng):
@@ -88,7 +88,7 @@ def test_feedback_reward_uses_the_top_of_the_produced_order():
         return clicked, np.full(len(users), 4.0)
 
     items = list(range(100, 120))
-    f = FeedbackReward(respond, slate_size=3, seed=0)
+    f = ClickRatingReward(respond, slate_size=3, seed=0)
     got = f([[]] * 2, [ranking("A", "B", "C"), ranking("B", "A")], candidate_ids=[IDS] * 2, user=[0, 1], items=[items] * 2)
     assert got == [pytest.approx(0.8), 0.0]
     assert seen["slates"].tolist() == [[100, 101, 102], [101, 100, 102]]
@@ -113,23 +113,20 @@ def test_memory_reward_scores_the_follow_up_ranking():
     assert calls["memories"] == ["Loves comedy and drama.", "Likes thrillers."]
 
 
-def test_build_and_shape_weighted_terms():
-    cfg = RewardConfig(rank_tier=1.0, ndcg=0.5, format=0.0, memory=0.0, feedback=0.0)
+def test_build_weighted_terms():
+    cfg = RewardConfig(rank_tier=1.0, ndcg=0.5, format=0.0, memory=0.0, click_rating=0.0)
     funcs, weights = build_reward_funcs(cfg)
     assert [f.__name__ for f in funcs] == ["rank_tier", "ndcg"] and weights == [1.0, 0.5]
     util = np.linspace(1.0, -1.0, 20).tolist()
-    shaped = ShapedReward(funcs, weights)
-    total = shaped([[]], [conv(ranking(*IDS))], candidate_ids=[IDS], target=[0], utilities=[util])
-    assert total == [pytest.approx(1.5)]
-    terms = shaped.terms([[]], [conv(ranking(*IDS))], candidate_ids=[IDS], target=[0], utilities=[util])
-    assert set(terms) == {"rank_tier", "ndcg"}
+    terms = [f([[]], [conv(ranking(*IDS))], candidate_ids=[IDS], target=[0], utilities=[util]) for f in funcs]
+    assert terms == [[1.0], [pytest.approx(1.0)]]
 
 
 def test_configuration_errors_are_clear():
     with pytest.raises(ValueError, match="follow-up ranker"):
         build_reward_funcs(RewardConfig(memory=1.0))
     with pytest.raises(ValueError, match="simulator"):
-        build_reward_funcs(RewardConfig(feedback=1.0, memory=0.0))
+        build_reward_funcs(RewardConfig(click_rating=1.0, memory=0.0))
     with pytest.raises(ValueError, match="unknown reward option"):
         RewardConfig.from_dict({"rank_teir": 1.0})
     with pytest.raises(ValueError, match="target"):

@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +66,6 @@ class CSVLogger(TrainerCallback):
 def quiet_terminal() -> None:
     """No per-file "Loading weights" / "Writing model shards" bars and no
     deprecation chatter from inside TRL on the terminal of a training stage."""
-    import warnings
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()

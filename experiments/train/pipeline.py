@@ -19,6 +19,8 @@ these folders are built by :func:`trained_rows`.
 """
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from dataclasses import dataclass, replace
@@ -29,14 +31,28 @@ import numpy as np
 
 from experiments.config import TRAINED_ROWS, ConfigError, RunConfig
 from experiments.curves import write_learning_curves
+from experiments.memory_probe import memory_probe
 from experiments.report import write_json, write_reward_curves
-from experiments.train.common import check_model_dir, read_csv
+from experiments.train.common import check_model_dir, quiet_terminal, read_csv, save_model_atomic
 from experiments.train.dist import is_main_process
 from experiments.train.distill.export import teacher_judge_rows
 from experiments.train.distill.policy import TeacherPolicy
+from experiments.train.grpo import train_grpo
 from experiments.train.rollout import MemoryBank
+from experiments.train.sft import train_sft
 from experiments.train.walks import NOTE_SLOT, VARIANTS, Decisions, RowBuilder, make_decisions, note_prompt_row
-from starec_env.types import PAD
+from experiments.world import World, load_world
+from policies.base import PolicyContext
+from policies.llm.agents import LLMAgent, LLMAgentConfig
+from policies.llm.backend import LLMBackend
+from policies.llm.judge import JudgeConfig, JudgeEncoder, in_candidate_order
+from policies.llm.models import load_model, use_bf16
+from policies.llm.notes import TasteNotes
+from reward.shaping import build_reward_funcs
+from starec_env.files import atomic_write
+from starec_env.metrics import ndcg_single, rank_of
+from starec_env.protocol import LeaveOneOut
+from starec_env.types import PAD, TrainSplit
 
 
 @dataclass
@@ -49,16 +65,12 @@ class Context:
     """
 
     cfg: RunConfig
-    world: Any
-    split: Any
+    world: World
+    split: TrainSplit
     eval_users: np.ndarray
 
 
 def prepare(cfg: RunConfig) -> Context:
-    from experiments.world import load_world
-    from starec_env.protocol import LeaveOneOut
-    from starec_env.types import TrainSplit
-
     world = load_world(cfg)
     ds, p = world.dataset, cfg.protocol
     cut = np.full(ds.n_users, np.iinfo(np.int64).max, dtype=np.int64)
@@ -74,9 +86,6 @@ def prepare(cfg: RunConfig) -> Context:
 
 def row_builder(ctx: Context, tokenizer: Any) -> RowBuilder:
     """Rows rendered exactly as the agents render their prompts."""
-    from policies.llm.judge import JudgeEncoder
-    from policies.llm.notes import TasteNotes
-
     cfg = ctx.cfg
     prompt, judge = cfg.prompt_config("starec"), cfg.judge_config("starec")  # what the starec rows are evaluated with
     notes = TasteNotes(ctx.world.dataset, ctx.world.simulator.utility, description_words=judge.description_words,
@@ -103,10 +112,6 @@ def decisions_for(ctx: Context, users: np.ndarray, rng: np.random.Generator, per
 def run_distill(cfg: RunConfig) -> dict:
     """Stage 1: teacher targets and notes on training decisions -> SFT."""
     import datasets
-
-    from experiments.train.common import quiet_terminal, save_model_atomic
-    from experiments.train.sft import train_sft
-    from policies.llm.models import load_model
 
     quiet_terminal()
     out = Path(cfg.out)
@@ -164,15 +169,10 @@ def run_distill(cfg: RunConfig) -> dict:
     return facts
 
 
-def live_agent(ctx: Context, model: Any, tokenizer: Any, decisions: Decisions, *, reflect: bool) -> Any:
+def live_agent(ctx: Context, model: Any, tokenizer: Any, decisions: Decisions, *, reflect: bool) -> LLMAgent:
     """A judge agent over a model being trained (no kept prefix caches, no
     memory cache on disk), fitted on what precedes ``decisions``: the
     evaluation code path, for learning curves."""
-    from policies.base import PolicyContext
-    from policies.llm.agents import LLMAgent, LLMAgentConfig
-    from policies.llm.backend import LLMBackend
-    from policies.llm.models import use_bf16
-
     cfg = ctx.cfg
     options = cfg.policy_options("starec")
     backend = LLMBackend(model, tokenizer, batch_size=cfg.model.batch_size,
@@ -186,8 +186,6 @@ def live_agent(ctx: Context, model: Any, tokenizer: Any, decisions: Decisions, *
 
 
 def ndcg_at_10(scores: np.ndarray, target_pos: np.ndarray) -> float:
-    from starec_env.metrics import ndcg_single, rank_of
-
     return float(ndcg_single(rank_of(scores, target_pos), 10).mean())
 
 
@@ -233,11 +231,6 @@ def learning_curve(ctx: Context, decisions: Decisions, tokenizer: Any, path: Pat
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
-    import csv
-    import io
-
-    from starec_env.files import atomic_write
-
     columns = list(dict.fromkeys(k for r in rows for k in r))
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=columns)
@@ -256,15 +249,12 @@ class JudgeFollowupRanker:
     note row's follow-up decision with the rewritten note, by the current
     policy's judgement slots (one forward pass per prompt)."""
 
-    def __init__(self, judge_config: Any) -> None:
+    def __init__(self, judge_config: JudgeConfig) -> None:
         self.judge_config = judge_config
-        self.backend = None
-        self.encoder = None
+        self.backend: LLMBackend | None = None
+        self.encoder: JudgeEncoder | None = None
 
     def bind(self, trainer: Any) -> None:
-        from policies.llm.backend import LLMBackend
-        from policies.llm.judge import JudgeEncoder
-
         args = trainer.args
         self.backend = LLMBackend(trainer.model, trainer.processing_class, batch_size=8,
                                   bf16=bool(getattr(args, "bf16", False)))
@@ -273,7 +263,6 @@ class JudgeFollowupRanker:
     def __call__(self, rows: list[int], memories: list[str], columns: dict) -> list[list[int]]:
         if self.backend is None:
             raise RuntimeError("JudgeFollowupRanker used before bind(trainer)")
-        from policies.llm.judge import in_candidate_order
 
         prompts, orders = [], []
         for i, memory in zip(rows, memories):
@@ -319,10 +308,6 @@ def train_rl(ctx: Context, start: Path, name: str) -> dict:
     """One GRPO run from ``start`` into ``cfg.out/name``; every reward term is logged on its own."""
     from datasets import IterableDataset
     from transformers import AutoTokenizer
-
-    from experiments.train.common import quiet_terminal
-    from experiments.train.grpo import train_grpo
-    from reward.shaping import build_reward_funcs
 
     quiet_terminal()
     cfg, out = ctx.cfg, Path(ctx.cfg.out)
@@ -391,9 +376,7 @@ def trained_rows(cfg: RunConfig) -> tuple[RunConfig, dict[str, Callable]]:
 
 
 def _student_factory(ranking: str, noreflect: bool) -> Callable:
-    def make(ctx: Any) -> Any:
-        from policies.llm.agents import LLMAgent, LLMAgentConfig
-
+    def make(ctx: PolicyContext) -> LLMAgent:
         return LLMAgent(ctx, LLMAgentConfig.from_options(ctx.options), ranking=ranking, reflect=not noreflect,
                         append_history=noreflect)
 
@@ -403,12 +386,6 @@ def _student_factory(ranking: str, noreflect: bool) -> Callable:
 def probe_memory(cfg: RunConfig, factory: Callable) -> dict:
     """The memory probe of :mod:`experiments.memory_probe` for the ``starec`` row,
     on the first seed's first ``cfg.probe_users`` evaluation users."""
-    from experiments.memory_probe import memory_probe
-    from experiments.world import load_world
-    from policies.base import PolicyContext
-    from policies.llm.notes import TasteNotes
-    from starec_env.protocol import LeaveOneOut
-
     world = load_world(cfg)
     p = cfg.protocol
     protocol = LeaveOneOut(world.dataset, n_negatives=p.negatives, n_users=p.users, history_len=p.history_len,

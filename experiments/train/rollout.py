@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from experiments.config import ProtocolSection
+from starec_env.data.model import Dataset
 from starec_env.protocol import sample_unseen
+from starec_env.text import AgentTextView, text_view
 from starec_env.types import PAD, RankingBatch
 
 
@@ -57,18 +60,16 @@ class MemoryBank:
         self.memories.update({k: m for k, (_, m) in best.items()})
 
 
-def view_of(dataset: Any, batch: RankingBatch, row: int) -> Any:
+def view_of(dataset: Dataset, batch: RankingBatch, row: int) -> AgentTextView:
     """The LLM-readable view of one row (profile, history, candidates)."""
-    from starec_env.text import text_view
-
     keep = batch.history[row] != PAD
     return text_view(dataset, int(batch.users[row]), batch.history[row][keep], batch.history_ratings[row][keep], batch.candidates[row])
 
 
 def protocol_states(
-    dataset: Any, interactions: Any, users: np.ndarray, protocol: ProtocolSection, rng: np.random.Generator,
+    dataset: Dataset, interactions: pd.DataFrame, users: np.ndarray, protocol: ProtocolSection, rng: np.random.Generator,
     per_user: int = 1,
-) -> tuple[States, Any]:
+) -> tuple[States, pd.DataFrame]:
     """Decisions drawn from *training* interactions exactly as the protocol
     draws its held-out ones, and the interactions the agents may learn from.
 

@@ -28,6 +28,7 @@ from experiments.train.common import (
     save_model_atomic,
     trainer_kwargs,
 )
+from policies.llm.judge import answer_direction, listwise_loss
 
 
 def lora_config(cfg: RunConfig) -> Any:
@@ -88,8 +89,6 @@ def _judge_trainer_class() -> type:
             self.model_accepts_loss_kwargs = False  # each micro-batch returns its own mean; the Trainer averages
 
         def compute_loss(self, model: Any, inputs: dict, return_outputs: bool = False, num_items_in_batch: Any = None) -> Any:
-            from policies.llm.judge import answer_direction, listwise_loss
-
             slots, targets, labels = inputs["slots"], inputs["targets"], inputs["labels"]
             out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"],
                         output_hidden_states=True, logits_to_keep=1, use_cache=False)

@@ -24,16 +24,21 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Iterator
 
 import numpy as np
+import pandas as pd
 
 from experiments.config import ProtocolSection
 from experiments.train.rollout import protocol_states, view_of
+from experiments.world import World
+from policies.base import PolicyContext
+from policies.llm.evidence import EvidenceBuilder, EvidenceTable
 from policies.llm.formats import REFLECT
 from policies.llm.judge import HistoryMode, JudgeEncoder, choice_targets, display_order, evidence_text, shown_history
+from policies.llm.notes import TasteNotes
 from policies.llm.warmup import Walk, WarmupConfig, plan_walk, step_batch
-from starec_env.types import RankingBatch
+from starec_env.types import RankingBatch, TrainSplit
 
 #: Judge-row variants and the agent rows that rank that way.
 VARIANTS: tuple[HistoryMode, ...] = ("memory", "plain", "append")
@@ -52,22 +57,18 @@ class Decisions:
     target_pos: np.ndarray
     choice: np.ndarray
     walks: list[Walk]
-    split: Any
-    evidence: Any = None
+    split: TrainSplit
+    evidence: EvidenceBuilder | None = None
 
     def __len__(self) -> int:
         return len(self.batch)
 
 
-def make_decisions(world: Any, interactions: Any, users: np.ndarray, protocol: ProtocolSection, warmup: WarmupConfig,
+def make_decisions(world: World, interactions: pd.DataFrame, users: np.ndarray, protocol: ProtocolSection, warmup: WarmupConfig,
                    rng: np.random.Generator, *, walk_seed: int = 0, per_user: int = 1, evidence: bool = True) -> Decisions:
     """The last ``per_user`` positives of each user's training interactions as
     decisions (as the protocol draws held-out ones), with their walks and
     evidence scorers fitted on what precedes them."""
-    from policies.base import PolicyContext
-    from policies.llm.evidence import EvidenceBuilder
-    from starec_env.types import TrainSplit
-
     ds = world.dataset
     states, seen = protocol_states(ds, interactions, users, protocol, rng, per_user)
     batch = states.batch
@@ -91,7 +92,7 @@ class RowBuilder:
     settings.
     """
 
-    def __init__(self, world: Any, encoder: JudgeEncoder, notes: Any, warmup: WarmupConfig,
+    def __init__(self, world: World, encoder: JudgeEncoder, notes: TasteNotes, warmup: WarmupConfig,
                  *, max_words: int = 40, reflect_top: int = 5, target_temperature: float = 1.0) -> None:
         self.world = world
         self.dataset = world.dataset
@@ -104,12 +105,12 @@ class RowBuilder:
         self.descriptions = world.dataset.items["description"].to_numpy()
 
     # ------------------------------------------------------------- judge rows
-    def _evidence(self, decisions: Decisions, batch: RankingBatch) -> tuple[Any, np.ndarray]:
+    def _evidence(self, decisions: Decisions, batch: RankingBatch) -> tuple[EvidenceTable | None, np.ndarray]:
         """The evidence table (or None) and the listing order of ``batch``'s candidates."""
         table = decisions.evidence.table(batch) if decisions.evidence is not None else None
         return table, display_order(self.encoder.config.order, table.scores if table else None, batch.candidates.shape)
 
-    def judge_messages(self, batch: RankingBatch, row: int, table: Any, order: np.ndarray, mode: HistoryMode, note: str) -> list:
+    def judge_messages(self, batch: RankingBatch, row: int, table: EvidenceTable | None, order: np.ndarray, mode: HistoryMode, note: str) -> list:
         view = view_of(self.dataset, batch, row)
         take = shown_history(len(view.history), mode, self.encoder.config.history, self.warmup.steps)
         rows = view.history[take]
@@ -168,7 +169,7 @@ class RowBuilder:
                 yield {"decision": r, "step": step, "user": walk.user, "prompt": messages, "answer": answer,
                        "followup": self._followup(decisions, r, step, listing)}
 
-    def _followup(self, decisions: Decisions, row: int, step: int, listing: tuple[Any, np.ndarray]) -> dict:
+    def _followup(self, decisions: Decisions, row: int, step: int, listing: tuple[EvidenceTable | None, np.ndarray]) -> dict:
         """The ranking a note written at ``step`` is scored on: the walk's next
         step, or the decision itself after the last step (with the choice
         probabilities of its candidates, the position of what the user took

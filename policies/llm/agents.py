@@ -55,6 +55,7 @@ from policies.llm.judge import (
     shown_history,
 )
 from policies.llm.memory import MemoryConfig, MemoryStore
+from policies.llm.models import TINY
 from policies.llm.parsing import ParsedRanking, parse_ranking, parse_reflection
 from policies.llm.prompts import PromptConfig, candidate_ids, render_llmrank_prompt, render_rank_prompt, render_reflect_prompt
 from policies.llm.warmup import MemoryCache, Walk, WarmupConfig, cache_settings, plan_walk, step_batch
@@ -403,8 +404,6 @@ class LLMAgent(Policy):
         """The warm-up memories of this agent's checkpoint and settings (in
         ``memory_dir`` when configured, else in this process only)."""
         if self._cache is None:
-            from policies.llm.models import TINY
-
             cfg = self.config
             settings = cache_settings(
                 cfg.model, self.ctx.seed if cfg.model == TINY else 0, cfg.warmup, cfg.walk_seed,

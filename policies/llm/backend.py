@@ -25,18 +25,18 @@ from a prefix cache.
 """
 from __future__ import annotations
 
+import contextlib
 import inspect
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
 
+from policies.llm.judge import JudgePrompt, answer_direction
+from policies.llm.models import TINY, load_model
 from policies.llm.prompts import Messages
-
-if TYPE_CHECKING:
-    from policies.llm.judge import JudgePrompt
 
 _COUNTERS = ("calls", "batches", "prompt_tokens", "cached_tokens", "completion_tokens", "seconds", "truncated_prompts")
 #: Shared prefixes shorter than this are not worth a cache entry.
@@ -381,7 +381,7 @@ class LLMBackend:
     @torch.inference_mode()
     def score_slots(
         self,
-        prompts: Sequence["JudgePrompt"],
+        prompts: Sequence[JudgePrompt],
         answer_ids: tuple[int, int],
         *,
         agent: str = "default",
@@ -391,8 +391,6 @@ class LLMBackend:
         logit(yes) - logit(no) at each of its slot positions, from one forward
         pass per prompt. The system-message prefix shared by all prompts is
         run once (and kept across calls with ``keep_prefixes``)."""
-        from policies.llm.judge import answer_direction
-
         start = self._begin_call()
         too_long = [i for i, p in enumerate(prompts) if len(p.ids) > self.max_prompt_tokens]
         if too_long:
@@ -430,8 +428,6 @@ class LLMBackend:
 
     def autocast(self):
         """bf16 autocast when this backend computes in bf16 (see :func:`policies.llm.models.bf16_native`), else a no-op."""
-        import contextlib
-
         if not self.bf16:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
@@ -499,8 +495,6 @@ def get_backend(
     model once (their costs stay apart through the ``agent`` label).
     ``precision`` "auto" computes in bf16 where the device does so natively
     (:func:`policies.llm.models.use_bf16`), "bf16"/"fp32" force it."""
-    from policies.llm.models import TINY, load_model
-
     key = (name, str(dtype), device, batch_size, seed if name == TINY else 0, precision)  # only tiny's weights are seeded
     if threads is not None and key in _BACKENDS and _BACKENDS[key].device.type == "cpu":
         torch.set_num_threads(threads)  # the CLI's --threads applies to a model loaded earlier too

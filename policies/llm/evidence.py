@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from policies.base import Policy, PolicyContext
+from policies.registry import make_policy
 from starec_env.configtools import config_from_dict
 from starec_env.types import RankingBatch, TrainSplit
 
@@ -114,8 +115,6 @@ class EvidenceBuilder:
 
     def _scorer(self, name: str) -> Policy:
         if name not in self._scorers:
-            from policies.registry import make_policy  # lazy: only when evidence is on
-
             options = {**self.ctx.options, **SCORER_OPTIONS.get(name, {})}
             self._scorers[name] = make_policy(name, replace(self.ctx, options=options))
         return self._scorers[name]

@@ -53,7 +53,7 @@ class AnswerFormat:
     ranking: str | None = None
 
 
-RANKING_REWARDS = ("rank_tier", "ndcg", "feedback", "format")
+RANKING_REWARDS = ("rank_tier", "ndcg", "click_rating", "format")
 
 FAST = AnswerFormat("fast", "rank_fast", "ranking", prefix=RANKING_PREFIX, rewards=RANKING_REWARDS, compact=True,
                     ranking="generate")

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Literal, Sequence
 import numpy as np
 
 from policies.llm.prompts import Messages, render_template
+from policies.rule_based import GenreOptions
 from starec_env.configtools import config_from_dict
 
 if TYPE_CHECKING:  # torch loads only where scores are computed
@@ -110,8 +111,6 @@ def display_order(order: str, scores: dict[str, np.ndarray] | None, shape: tuple
         return np.tile(np.arange(shape[1]), (shape[0], 1))
     if scores is None or not {"genre", "pop"} <= set(scores):
         raise ValueError(f"judge.order = {order!r} needs the pop and genre evidence (prompt.evidence on)")
-    from policies.rule_based import GenreOptions
-
     first = scores["genre"] + GenreOptions().pop_weight * scores["pop"]  # the genre agent's formula (up to its 1e-6 tie-break)
     return np.argsort(-first, axis=1, kind="stable")
 

@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import tomllib
 
+from policies.llm.judge import about
 from policies.llm.prompts import TEMPLATE_DIR
 
 
@@ -62,8 +63,6 @@ class TasteNotes:
 
     def __init__(self, dataset: Any, utility: Callable[[np.ndarray, np.ndarray], np.ndarray], *, description_words: int = 2,
                  noun: str = "movie", max_liked: int = 3, max_themes: int = 2, seed: int = 0, min_items: int = 5) -> None:
-        from policies.llm.judge import about
-
         self.dataset = dataset
         self.utility = utility
         self.noun = noun

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 
@@ -29,22 +29,16 @@ from policies.llm.prompts import (
     TextView,
     candidate_ids,
     render_rank_prompt,
-    render_reflect_prompt,
 )
-
-#: A teacher task: an answer format of :mod:`policies.llm.formats` (think-first ranking or reflection).
-Kind = Literal["think", "reflect"]
 
 
 # ------------------------------------------------------------------ tasks
 @dataclass(frozen=True)
 class TeacherSample:
-    """One task for a teacher.
+    """One task for a teacher: a think-first ranking.
 
-    Ranking: ``view`` + ``memory`` (+ ``evidence`` lines and their structured
-    ``signals`` per candidate). Reflection additionally: ``predicted`` (the
-    agent's order of candidate indices), ``chosen`` (candidate index the user
-    picked, None for no click) and ``rating``. ``utilities`` (C,) are the
+    ``view`` + ``memory`` (+ ``evidence`` lines and their structured
+    ``signals`` per candidate). ``utilities`` (C,) are the
     simulator's true utilities (privileged: only the oracle reads them);
     ``target`` is the held-out positive's candidate index for the NDCG filter.
     ``key`` identifies the sample (seeds the oracle's wording).
@@ -57,9 +51,6 @@ class TeacherSample:
     signals: list[list[Signal]] | None = None
     utilities: np.ndarray | None = None
     target: int | None = None
-    predicted: tuple[int, ...] = ()
-    chosen: int | None = None
-    rating: float | None = None
     user: int = -1
     items: tuple[int, ...] = ()
 
@@ -67,13 +58,9 @@ class TeacherSample:
     def ids(self) -> list[str]:
         return candidate_ids(len(self.view.candidates))
 
-    def prompt(self, kind: Kind, config: PromptConfig | None = None) -> Messages:
+    def prompt(self, config: PromptConfig | None = None) -> Messages:
         """The student-facing prompt of this sample (what the SFT data pairs with the answer)."""
-        if kind == THINK.name:
-            return render_rank_prompt(self.view, self.memory, mode=kind, evidence=self.evidence, config=config)
-        return render_reflect_prompt(
-            self.view, self.memory, predicted=self.predicted, chosen=self.chosen, rating=self.rating, config=config
-        )
+        return render_rank_prompt(self.view, self.memory, mode=THINK.name, evidence=self.evidence, config=config)
 
 
 @dataclass(frozen=True)
@@ -89,7 +76,7 @@ class Rethink:
 
 class Teacher(Protocol):
     def generate(
-        self, kind: Kind, samples: Sequence[TeacherSample], chats: Sequence[Messages], rethinks: Sequence[Rethink | None]
+        self, samples: Sequence[TeacherSample], chats: Sequence[Messages], rethinks: Sequence[Rethink | None]
     ) -> list[str]:
         """One completion per sample; ``chats`` are the full conversations
         (prompt, plus previous answer and feedback when rethinking)."""
@@ -124,25 +111,19 @@ class OracleTeacher:
     is promoted to the top, as an LLM teacher told its error would do.
     """
 
-    def __init__(self, seed: int = 0, noise: float = 0.0, noun: str = "movie", max_words: int = 60) -> None:
+    def __init__(self, seed: int = 0, noise: float = 0.0, noun: str = "movie") -> None:
         self.seed = seed
         self.noise = noise
         self.noun = noun
-        self.max_words = max_words
 
-    def _rng(self, sample: TeacherSample, kind: Kind, attempt: int) -> np.random.Generator:
-        return np.random.default_rng([self.seed, int(sample.key) & 0x7FFFFFFF, int(kind == "reflect"), attempt])
+    def _rng(self, sample: TeacherSample, attempt: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, int(sample.key) & 0x7FFFFFFF, attempt])
 
     def generate(
-        self, kind: Kind, samples: Sequence[TeacherSample], chats: Sequence[Messages], rethinks: Sequence[Rethink | None]
+        self, samples: Sequence[TeacherSample], chats: Sequence[Messages], rethinks: Sequence[Rethink | None]
     ) -> list[str]:
-        out = []
-        for sample, rethink in zip(samples, rethinks):
-            rng = self._rng(sample, kind, 0 if rethink is None else rethink.attempt)
-            out.append(self.rank(sample, rng, rethink) if kind == THINK.name else self.reflect(sample, rng))
-        return out
+        return [self.rank(s, self._rng(s, 0 if r is None else r.attempt), r) for s, r in zip(samples, rethinks)]
 
-    # -- ranking
     def order(self, sample: TeacherSample, rng: np.random.Generator, rethink: Rethink | None = None) -> list[int]:
         if sample.utilities is None:
             raise TeacherError(f"the oracle teacher needs true utilities; sample {sample.key} has none")
@@ -202,55 +183,6 @@ class OracleTeacher:
         chosen = rng_choice(pick.rng, options, k=min(2, len(options)))
         return " and ".join(chosen)
 
-    # -- reflection
-    def reflect(self, sample: TeacherSample, rng: np.random.Generator) -> str:
-        view, ids, bank = sample.view, sample.ids, phrases()["reflect"]
-        pick = Picker(rng, self.noun)
-        think = []
-        top = sample.predicted[0] if sample.predicted else None
-        history = list(view.history)
-        if sample.chosen is None:
-            if top is not None:
-                think.append(pick(bank["no_click"], pred_id=ids[top], pred_title=view.candidates[top][0]))
-                think.append(pick(bank["overrated"], **_genre_fields(view.candidates[top][1])))
-        else:
-            title, genres, year = view.candidates[sample.chosen][:3]
-            rating = int(round(sample.rating)) if sample.rating else 3
-            history.append((title, genres, year, rating))
-            fields_ = {"id": ids[sample.chosen], "title": title, "genres": join_words(genres) if genres else "no genre", "rating": rating}
-            if top == sample.chosen:
-                think.append(pick(bank["hit"], rank=1, **fields_))
-                think.append(pick(bank["confirmed"]))
-            else:
-                pred_title = view.candidates[top][0] if top is not None else "nothing"
-                pred_id = ids[top] if top is not None else "-"
-                think.append(pick(bank["missed"], pred_id=pred_id, pred_title=pred_title, **fields_))
-                missing = [g for g in genres if g.lower()[:5] not in sample.memory.lower()]  # stem: "comedies"
-                if missing and rating >= 4:
-                    think.append(pick(bank["underrated"], **_genre_fields(missing)))
-                if top is not None:
-                    extra = [g for g in view.candidates[top][1] if g not in genres]
-                    if extra:
-                        think.append(pick(bank["overrated"], **_genre_fields(extra)))
-        liked, disliked = genre_taste(history)
-        pref = []
-        if liked:
-            pref.append(pick(bank["liked"], liked=join_words(liked)))
-        if disliked:
-            pref.append(pick(bank["disliked"], disliked=join_words(disliked)))
-        if sample.chosen is not None:
-            key = "recent" if (sample.rating or 0) >= 4 else "recent_bad"
-            pref.append(pick(bank[key], title=view.candidates[sample.chosen][0]))
-        if not pref:
-            pref.append(pick(bank["unknown"]))
-        description = " ".join(" ".join(pref).split()[: self.max_words])
-        return "<think>\n" + " ".join(think) + "\n</think>\n<preference>" + description + "</preference>"
-
-
-def _genre_fields(genres: Sequence[str]) -> dict[str, str]:
-    text = join_words(genres) if genres else "those genres"
-    return {"genres": text, "genres_cap": text[:1].upper() + text[1:]}
-
 
 class LLMTeacher:
     """A teacher that is any chat model: ``chat`` maps conversations to replies
@@ -260,7 +192,7 @@ class LLMTeacher:
         self.chat = chat
 
     def generate(
-        self, kind: Kind, samples: Sequence[TeacherSample], chats: Sequence[Messages], rethinks: Sequence[Rethink | None]
+        self, samples: Sequence[TeacherSample], chats: Sequence[Messages], rethinks: Sequence[Rethink | None]
     ) -> list[str]:
         replies = self.chat(list(chats))
         if len(replies) != len(chats):

@@ -31,6 +31,7 @@ from starec_env.data.movielens import load_ml1m, load_ml100k
 from starec_env.data.preprocess import PreprocessConfig, kcore_rows
 from starec_env.data.preprocess import preprocess as apply_preprocess
 from starec_env.data.recbole import load_recbole
+from starec_env.data.synthetic import SyntheticConfig, generate_world
 
 __all__ = [
     "DATASETS",
@@ -71,8 +72,6 @@ def load_dataset(
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise DataOptionError(f"dataset {name!r} seed: expected an integer >= 0, got {seed!r}")
     if name == "synthetic":
-        from starec_env.data.synthetic import SyntheticConfig, generate_world
-
         _check_options(name, {f.name for f in fields(SyntheticConfig)}, options)
         ds = generate_world(_synthetic_config(SyntheticConfig, options), seed)
         cfg = preprocess if preprocess is not None else PreprocessConfig(kcore=0)

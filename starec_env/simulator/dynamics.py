@@ -25,7 +25,7 @@ _POPCOUNT = np.array([bin(b).count("1") for b in range(256)], np.uint8)  # set b
 
 @dataclass
 class UserState:
-    """Per-agent simulation state (row b = agent b); ``consumed`` is bit-packed, see :meth:`is_consumed`."""
+    """Per-agent simulation state (row b = agent b); ``consumed`` is bit-packed (unpacked by :meth:`consumed_rows`)."""
 
     users: np.ndarray
     consumed: np.ndarray
@@ -61,11 +61,6 @@ class UserState:
         )
         state.n_consumed = _POPCOUNT[consumed].sum(axis=1, dtype=np.int64)
         return state
-
-    def is_consumed(self, rows: np.ndarray, items: np.ndarray) -> np.ndarray:
-        """Whether ``items`` (broadcastable against ``rows``) were consumed by those rows' users."""
-        items = np.asarray(items)
-        return (self.consumed[rows, items >> 3] >> (items & 7).astype(np.uint8)) & 1 == 1
 
     def consumed_rows(self, rows: np.ndarray) -> np.ndarray:
         """Unpacked (len(rows), n_items) bool matrix (for analyses and exact fallbacks)."""

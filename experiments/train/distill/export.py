@@ -28,7 +28,7 @@ def teacher_judge_rows(cfg: RunConfig, builder: RowBuilder, decisions: Decisions
     teacher = make_teacher(cfg.distill.teacher, seed=cfg.data.seed)
     states = States(decisions.batch, decisions.target_pos, decisions.choice)
     samples = teacher_samples(builder.dataset, decisions.evidence, states)
-    ranked = distill(teacher, samples, "think", DistillConfig.from_section(cfg.distill))
+    ranked = distill(teacher, samples, DistillConfig.from_section(cfg.distill))
     kept = []
     for trace in ranked.traces:
         row = dict(rows[trace.sample.key])

@@ -13,8 +13,8 @@ from typing import Sequence
 import numpy as np
 
 from policies.llm.formats import THINK
-from policies.llm.parsing import ParsedRanking, parse_ranking, parse_reflection
-from policies.llm.teachers import Kind, TeacherSample
+from policies.llm.parsing import ParsedRanking, parse_ranking
+from policies.llm.teachers import TeacherSample
 from starec_env.metrics import ndcg_graded, ndcg_single
 
 #: Words that show a trace talks about what the user likes (the paper's
@@ -52,18 +52,9 @@ def has_preference_keywords(text: str, sample: TeacherSample, keywords: Sequence
     return any(k in low for k in keywords) or any(g and g in low for g in genres)
 
 
-def check_trace(kind: Kind, text: str, sample: TeacherSample, config: FilterConfig) -> TraceCheck:
-    """Apply the paper's filter; problems are named for targeted feedback."""
+def check_trace(text: str, sample: TeacherSample, config: FilterConfig) -> TraceCheck:
+    """Apply the paper's filter to a think-first ranking; problems are named for targeted feedback."""
     problems = []
-    if kind == "reflect":
-        parsed_r = parse_reflection(text)
-        if not parsed_r.think:
-            problems.append("missing_reasoning")
-        if parsed_r.source == "fallback":
-            problems.append("missing_preference")
-        elif not has_preference_keywords(parsed_r.preference, sample, config.keywords):
-            problems.append("no_preference_keywords")
-        return TraceCheck(tuple(problems), None, parsed_r.format_score)
     parsed = parse_ranking(text, sample.ids, expect_think=THINK.expect_think)
     n = len(sample.ids)
     if not parsed.think:

@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from experiments.config import DistillSection
 from experiments.train.distill.filter import FilterConfig, TraceCheck, check_trace
 from policies.llm.prompts import Messages, PromptConfig, render_rethink_prompt
-from policies.llm.teachers import Kind, Rethink, Teacher, TeacherSample
+from policies.llm.teachers import Rethink, Teacher, TeacherSample
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,6 @@ def rethink_for(check: TraceCheck, text: str, sample: TeacherSample, attempt: in
 class Trace:
     """A kept teacher trace: the student prompt and the teacher's answer."""
 
-    kind: Kind
     sample: TeacherSample
     prompt: Messages
     completion: str
@@ -72,7 +71,7 @@ class DistillResult:
     stats: dict[str, Any]
 
 
-def distill(teacher: Teacher, samples: Sequence[TeacherSample], kind: Kind = "think", config: DistillConfig | None = None) -> DistillResult:
+def distill(teacher: Teacher, samples: Sequence[TeacherSample], config: DistillConfig | None = None) -> DistillResult:
     """Ask ``teacher`` for every sample, filter, and send flawed traces back
     with targeted feedback up to ``config.rethink`` times.
 
@@ -81,7 +80,7 @@ def distill(teacher: Teacher, samples: Sequence[TeacherSample], kind: Kind = "th
     rethinking), dropped, and each problem seen.
     """
     config = config or DistillConfig()
-    prompts = [s.prompt(kind, config.prompt) for s in samples]
+    prompts = [s.prompt(config.prompt) for s in samples]
     rethinks: list[Rethink | None] = [None] * len(samples)
     pending = list(range(len(samples)))
     traces, dropped = [], []
@@ -90,13 +89,13 @@ def distill(teacher: Teacher, samples: Sequence[TeacherSample], kind: Kind = "th
         if not pending:
             break
         chats = [_conversation(prompts[i], rethinks[i]) for i in pending]
-        texts = teacher.generate(kind, [samples[i] for i in pending], chats, [rethinks[i] for i in pending])
+        texts = teacher.generate([samples[i] for i in pending], chats, [rethinks[i] for i in pending])
         still = []
         for i, text in zip(pending, texts):
-            check = check_trace(kind, text, samples[i], config.filter)
+            check = check_trace(text, samples[i], config.filter)
             problems_seen.update(check.problems)
             if not check.problems:
-                traces.append(Trace(kind, samples[i], prompts[i], text, attempt + 1, check.ndcg, check.format_score))
+                traces.append(Trace(samples[i], prompts[i], text, attempt + 1, check.ndcg, check.format_score))
             elif attempt < config.rethink:
                 rethinks[i] = rethink_for(check, text, samples[i], attempt + 1)
                 still.append(i)

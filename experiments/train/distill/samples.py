@@ -1,14 +1,13 @@
-"""Teacher tasks: ranking states and reflections as :class:`TeacherSample` s."""
+"""Teacher tasks: ranking states as :class:`TeacherSample` s."""
 from __future__ import annotations
-
-from typing import Any, Sequence
 
 from experiments.train.rollout import States, view_of
 from policies.llm.evidence import EvidenceBuilder, render_lines
 from policies.llm.teachers import TeacherSample
+from starec_env.data.model import Dataset
 
 
-def teacher_samples(dataset: Any, evidence: EvidenceBuilder | None, states: States) -> list[TeacherSample]:
+def teacher_samples(dataset: Dataset, evidence: EvidenceBuilder | None, states: States) -> list[TeacherSample]:
     """Ranking tasks for ``states`` (view, evidence lines with their signals
     when ``evidence`` is given, ``states.utilities`` as the oracle's truth, the
     positive as the filter's target); ``key`` is the row index."""
@@ -29,24 +28,3 @@ def teacher_samples(dataset: Any, evidence: EvidenceBuilder | None, states: Stat
         for r in range(len(states))
     ]
 
-
-def reflect_samples(samples: Sequence[TeacherSample], predicted: Sequence[Sequence[int]]) -> list[TeacherSample]:
-    """Reflection samples: each ranking sample's ``predicted`` order (e.g. the
-    student's or a teacher's) against the user's actual choice, the held-out
-    target with its rating."""
-    out = []
-    for s, order in zip(samples, predicted):
-        out.append(
-            TeacherSample(
-                view=s.view,
-                key=s.key,
-                memory=s.memory,
-                utilities=s.utilities,
-                predicted=tuple(int(c) for c in order),
-                chosen=s.target,
-                rating=s.rating,
-                user=s.user,
-                items=s.items,
-            )
-        )
-    return out
