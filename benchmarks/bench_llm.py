@@ -8,7 +8,7 @@ memory update after the user's feedback):
 * ``starec``: the same ranking plus STARec's slow thinking, the short
   reflection that rewrites the taste note (memory warm-up off, so one
   decision is measured);
-* ``slow``: ``starec-slow``'s decision = chain-of-thought ranking + reflection;
+* ``slow``: ``starec-think``'s decision = chain-of-thought ranking + reflection;
 * the judge decision in fp32 and in bf16 autocast (where the CPU has native
   bf16), and generation throughput (completion tokens/s) at batch 1 vs. 16.
 
@@ -37,7 +37,7 @@ from starec_env.protocol import LeaveOneOut
 from starec_env.types import Feedback
 
 #: Path -> (agent, options on top of the defaults).
-AGENTS = {"judge": ("starec-fast", {}), "starec": ("starec", {"warmup": {"steps": 0}}), "slow": ("starec-slow", {})}
+AGENTS = {"judge": ("starec-fast", {}), "starec": ("starec", {"warmup": {"steps": 0}}), "slow": ("starec-think", {})}
 MODES = ("judge", "think", "reflect")
 THROUGHPUT_PROMPT = [{"role": "user", "content": "Tell me a long story about a family watching old movies together."}]
 
@@ -45,7 +45,7 @@ THROUGHPUT_PROMPT = [{"role": "user", "content": "Tell me a long story about a f
 def agent_options(model: str, args: argparse.Namespace) -> dict:
     """The agents' defaults, plus only what the command line overrides."""
     options: dict = {"model": model, "threads": args.threads, "batch_size": 16}
-    for key, value in (("max_new_tokens", args.fast_tokens), ("max_new_tokens_slow", args.slow_tokens)):
+    for key, value in (("max_new_tokens", args.fast_tokens), ("max_new_tokens_think", args.think_tokens)):
         if value is not None:
             options[key] = value
     if args.history is not None:
@@ -145,7 +145,7 @@ def report(results: dict[str, dict[str, float]]) -> str:
             f"{r['judge_over_slow']:>11.3f}{r['bf16_speedup']:>7.2f}{r['tokens_per_s_batch1']:>9.1f}"
             f"{r['tokens_per_s_batch16']:>10.1f}{r['batch16_over_batch1']:>7.2f}"
         )
-    lines.append("(seconds per user decision; +reflect = STARec's note rewrite; slow = starec-slow's CoT ranking "
+    lines.append("(seconds per user decision; +reflect = STARec's note rewrite; slow = starec-think's CoT ranking "
                  "+ reflection; bf16 x = the judge's fp32 / bf16-autocast time)")
     for model, r in results.items():
         tokens = ", ".join(
@@ -169,8 +169,8 @@ def main(argv: list[str] | None = None) -> None:
                    help="history items in every prompt (default: the agents' own, compact fast / full slow)")
     p.add_argument("--fast-tokens", type=int, default=None,
                    help=f"max new tokens of a fast ranking (default: the agents' {LLMAgentConfig.max_new_tokens})")
-    p.add_argument("--slow-tokens", type=int, default=None,
-                   help=f"max new tokens of a slow ranking (default: the agents' {LLMAgentConfig.max_new_tokens_slow})")
+    p.add_argument("--think-tokens", type=int, default=None,
+                   help=f"max new tokens of a slow ranking (default: the agents' {LLMAgentConfig.max_new_tokens_think})")
     p.add_argument("--gen-tokens", type=int, default=32, help="new tokens per sequence for tokens/s")
     p.add_argument("--batch1-prompts", type=int, default=4, help="sequences generated one by one")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: automatic)")

@@ -278,6 +278,10 @@ class RunConfig:
         """The judge prompt settings LLM policy ``name`` is evaluated with (see :meth:`prompt_config`)."""
         return JudgeConfig.from_dict(self.policy_options(name)["judge"])
 
+    def warmup_config(self, name: str = "starec") -> WarmupConfig:
+        """The memory warm-up LLM policy ``name`` is evaluated with; training walks the same way."""
+        return WarmupConfig.from_dict(self.policy_options(name)["warmup"])
+
     def trained_rows(self) -> list[str]:
         """The configured rows that need the training stages' outputs."""
         return [p for p in self.policies if p in TRAINED_ROWS]

@@ -37,13 +37,13 @@ _FACTORIES: dict[str, str | Factory] = {
     "starec": "policies.llm.agents:make_starec",
     "starec-noreflect": "policies.llm.agents:make_starec_noreflect",
     "starec-fast": "policies.llm.agents:make_starec_fast",
-    "starec-slow": "policies.llm.agents:make_starec_slow",
+    "starec-think": "policies.llm.agents:make_starec_think",
     "starec-adaptive": "policies.llm.agents:make_starec_adaptive",
     "agentcf": "policies.llm.agentcf:make_agentcf",
 }
 
 #: Registered names that take the run's language-model settings (model, prompt, judge, warm-up).
-_LLM: set[str] = {"llmrank", "starec", "starec-noreflect", "starec-fast", "starec-slow", "starec-adaptive", "agentcf"}
+_LLM: set[str] = {"llmrank", "starec", "starec-noreflect", "starec-fast", "starec-think", "starec-adaptive", "agentcf"}
 
 #: What ``python -m experiments.run`` benchmarks when no policy is named.
 DEFAULT_POLICIES = ("random", "pop", "genre", "itemknn", "bpr", "oracle")

@@ -29,6 +29,9 @@ max_history = 7
 
 [policy.starec.judge]
 history = 5
+
+[policy.starec.warmup]
+steps = 3
 """
 
 
@@ -64,6 +67,21 @@ def test_training_and_evaluation_render_the_same_prompts(tmp_path: Path) -> None
                                                          max_words=p.max_words, top=p.reflect_top)
              for j, p in ((judge, prompt), (evaluated.judge, evaluated.prompt))]
     assert notes[0] == notes[1] and "33" in str(notes[0])
+
+
+def test_training_walks_the_way_the_evaluated_agent_warms_up(tmp_path: Path) -> None:
+    """[policy.starec.warmup] reaches the training decisions' walks, not only the evaluated agent."""
+    import numpy as np
+
+    from experiments.train.pipeline import decisions_for, prepare
+
+    text = PROMPTS.replace('policies = ["pop", "starec"]', 'preset = "smoke"\npolicies = ["pop", "starec"]')
+    cfg = _cfg(tmp_path, text)
+    assert cfg.warmup.steps != 3 and cfg.warmup_config("starec") == LLMAgentConfig.from_options(cfg.policy_options("starec")).warmup
+    ctx = prepare(cfg)
+    users = np.unique(ctx.split.interactions["user"].to_numpy(np.int64))[:4]
+    walks = decisions_for(ctx, users, np.random.default_rng(0)).walks
+    assert max(len(w.items) for w in walks) == 3
 
 
 def test_a_typo_inside_a_policy_prompt_table_names_table_and_key(tmp_path: Path) -> None:

@@ -12,13 +12,13 @@ from starec_env.batched import BatchedEnv
 from starec_env.config import EnvConfig
 from starec_env.protocol import LeaveOneOut
 
-LLM_POLICIES = ("llmrank", "starec", "starec-noreflect", "starec-fast", "starec-slow", "starec-adaptive")
+LLM_POLICIES = ("llmrank", "starec", "starec-noreflect", "starec-fast", "starec-think", "starec-adaptive")
 OPTIONS = {
     "model": "tiny",
     "precision": "fp32",  # the same arithmetic on every CPU
     "batch_size": 4,
     "max_new_tokens": 6,
-    "max_new_tokens_slow": 8,
+    "max_new_tokens_think": 8,
     "max_new_tokens_reflect": 8,
     "prompt": {"max_history": 4},
     "memory": {"max_history": 6, "max_preference_chars": 80},
@@ -69,7 +69,7 @@ def test_agent_runs_environment_steps(name, env, tiny_backend):
     else:
         assert generated == 2 * env.n_agents
         assert stats["format_failures"] + stats.get("repairs_missing", 0) >= 0
-    if name in ("starec", "starec-slow", "starec-adaptive"):
+    if name in ("starec", "starec-think", "starec-adaptive"):
         # slow thinking after each feedback, for every user, memory bounded
         assert stats["reflect_calls"] == 2 * env.n_agents
         assert stats["memory_users"] == env.n_agents
@@ -177,8 +177,8 @@ def test_agents_under_the_offline_protocol(env, tiny_backend):
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="slow_budget"):
-        LLMAgentConfig.from_options({"slow_budget": 2.0})
+    with pytest.raises(ValueError, match="think_budget"):
+        LLMAgentConfig.from_options({"think_budget": 2.0})
     with pytest.raises(ValueError, match="unknown prompt option"):
         LLMAgentConfig.from_options({"prompt": {"nope": 1}})
 

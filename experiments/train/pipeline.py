@@ -90,7 +90,7 @@ def row_builder(ctx: Context, tokenizer: Any) -> RowBuilder:
     prompt, judge = cfg.prompt_config("starec"), cfg.judge_config("starec")  # what the starec rows are evaluated with
     notes = TasteNotes(ctx.world.dataset, ctx.world.simulator.utility, description_words=judge.description_words,
                        noun=judge.noun, seed=cfg.data.seed)
-    return RowBuilder(ctx.world, JudgeEncoder(tokenizer, judge), notes, cfg.warmup, max_words=prompt.max_words,
+    return RowBuilder(ctx.world, JudgeEncoder(tokenizer, judge), notes, cfg.warmup_config("starec"), max_words=prompt.max_words,
                       reflect_top=prompt.reflect_top, target_temperature=cfg.distill.target_temperature)
 
 
@@ -104,7 +104,7 @@ def split_users(ctx: Context, rng: np.random.Generator, n_train: int, n_val: int
 
 def decisions_for(ctx: Context, users: np.ndarray, rng: np.random.Generator, per_user: int = 1) -> Decisions:
     cfg = ctx.cfg
-    return make_decisions(ctx.world, ctx.split.interactions, users, cfg.protocol, cfg.warmup, rng,
+    return make_decisions(ctx.world, ctx.split.interactions, users, cfg.protocol, cfg.warmup_config("starec"), rng,
                           walk_seed=cfg.data.seed, per_user=per_user, evidence=cfg.prompt.evidence)
 
 
@@ -157,7 +157,7 @@ def run_distill(cfg: RunConfig) -> dict:
         "data_fraction": len(used) / max(1, len(split)),
         # what the prompts show: each decision's shown history, its walk and its target
         "prompt_interactions": int(np.minimum((decisions.batch.history != PAD).sum(axis=1),
-                                              cfg.judge.history + cfg.warmup.steps).sum() + len(decisions)),
+                                              builder.encoder.config.history + builder.warmup.steps).sum() + len(decisions)),
         "sft": train_sft(cfg, model, tok, train_ds, out / "sft", answer_ids=builder.encoder.answer_ids, callbacks=callbacks),
     }
     facts["seconds"] = round(time.perf_counter() - began, 2)

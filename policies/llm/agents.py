@@ -15,7 +15,7 @@ other policy. What differs is how they think:
 ``starec-noreflect`` the paper's "without self-reflection" ablation: the
                     walked interactions become plain history lines.
 ``starec-fast``     judgement slots only, no memory updates.
-``starec-slow``     chain-of-thought ranking every step (the ``think`` answer
+``starec-think``    chain-of-thought ranking every step (the ``think`` answer
                     format) + reflection.
 ``starec-adaptive`` judgement slots, and think-first ranking only where the fast
                     scores are unsure (small probability margin between the
@@ -75,9 +75,9 @@ class LLMAgentConfig:
     """Settings of an LLM agent, read from ``PolicyContext.options``.
 
     ``margin``: the adaptive agent ranks think-first when the fast path's
-    top-two probability gap is below it; ``slow_budget``: the most it may rank
+    top-two probability gap is below it; ``think_budget``: the most it may rank
     think-first, as a share of all its decisions so far
-    (``max_new_tokens_slow`` bounds think-first answers). ``calibrate``
+    (``max_new_tokens_think`` bounds think-first answers). ``calibrate``
     subtracts each identifier's log-likelihood under a content-free prompt
     (small models prefer "A" regardless of content). ``temperature`` 0 is greedy; sampling
     draws from a ``torch.Generator`` seeded with the context seed.
@@ -98,11 +98,11 @@ class LLMAgentConfig:
     calibrate: bool = True
     batch_size: int = 16
     max_new_tokens: int = 64
-    max_new_tokens_slow: int = 384
+    max_new_tokens_think: int = 384
     max_new_tokens_reflect: int = 160
     temperature: float = 0.0
     margin: float = 0.1
-    slow_budget: float = 0.25
+    think_budget: float = 0.25
     dtype: str | None = None
     threads: int | None = None
     precision: str = "auto"
@@ -121,8 +121,8 @@ class LLMAgentConfig:
             value = getattr(self, key)
             if isinstance(value, dict):
                 object.__setattr__(self, key, kind.from_dict(value))
-        if not 0.0 <= self.slow_budget <= 1.0:
-            raise ValueError(f"slow_budget must be a share in [0, 1], got {self.slow_budget}")
+        if not 0.0 <= self.think_budget <= 1.0:
+            raise ValueError(f"think_budget must be a share in [0, 1], got {self.think_budget}")
 
     @classmethod
     def from_options(cls, options: dict[str, Any]) -> "LLMAgentConfig":
@@ -492,7 +492,7 @@ class LLMAgent(Policy):
         log-likelihoods of the scoring path."""
         chats = [self._rank_prompt(v, evidence[i] if evidence else None, fmt.name) for i, v in enumerate(views)]
         n = len(views[0].candidates)
-        budget = self.config.max_new_tokens_slow if fmt.expect_think else self.config.max_new_tokens
+        budget = self.config.max_new_tokens_think if fmt.expect_think else self.config.max_new_tokens
         if fmt.prefix:
             options = [[" " + cid for cid in candidate_ids(n)]] * len(views)
             texts, first = self._generate(chats, budget, fmt.name, options, prefix=fmt.prefix)
@@ -547,12 +547,12 @@ class LLMAgent(Policy):
         self, scores: np.ndarray, views: list[AgentTextView], evidence: list[list[str]] | None
     ) -> np.ndarray:
         """Think-first ranking where the fast scores' top-two probability margin
-        is below ``margin``, least sure first, within ``slow_budget``."""
+        is below ``margin``, least sure first, within ``think_budget``."""
         probs = np.exp(scores - scores.max(axis=1, keepdims=True))
         probs /= probs.sum(axis=1, keepdims=True)
         top2 = -np.sort(-probs, axis=1)[:, :2]
         margin = top2[:, 0] - (top2[:, 1] if probs.shape[1] > 1 else 0.0)
-        allowed = int(self.config.slow_budget * (self.counters.decisions + len(views))) - self.counters.think_decisions
+        allowed = int(self.config.think_budget * (self.counters.decisions + len(views))) - self.counters.think_decisions
         unsure = np.flatnonzero(margin < self.config.margin)
         chosen = unsure[np.argsort(margin[unsure], kind="stable")][: max(0, allowed)]
         if len(chosen):
@@ -593,7 +593,7 @@ def make_starec_fast(ctx: PolicyContext) -> Policy:
 
 
 @takes(LLMAgentConfig)
-def make_starec_slow(ctx: PolicyContext) -> Policy:
+def make_starec_think(ctx: PolicyContext) -> Policy:
     """Chain-of-thought ranking every step, plus reflection."""
     return _make(ctx, "think", reflect=True)
 
