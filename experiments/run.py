@@ -91,8 +91,10 @@ def run_eval(cfg: RunConfig) -> int:
     _set_threads(cfg)
     factories = {}
     if cfg.trained_rows():
+        from experiments.train.common import quiet_terminal
         from experiments.train.pipeline import trained_rows
 
+        quiet_terminal(Path(cfg.out))
         cfg, factories = trained_rows(cfg)
     rows, facts = benchmark(cfg, factories=factories)
     facts["training"] = _training_facts(Path(cfg.out)) if cfg.trained_rows() else {}

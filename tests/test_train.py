@@ -260,6 +260,27 @@ def test_distillation_variant_shares(tmp_path):
         load_run_config(preset="smoke", sets=["distill.memory_share=0.9"])
 
 
+def test_transformers_log_lines_go_to_the_run_folder(tmp_path, capfd):
+    """A training stage's transformers warnings land in <out>/transformers.log, not on the terminal."""
+    from transformers.utils import logging as hf_logging
+
+    from experiments.train.common import quiet_terminal
+
+    logger = hf_logging.get_logger()
+    try:
+        quiet_terminal(tmp_path / "a")
+        quiet_terminal(tmp_path / "b")  # a later stage moves the log, it does not write twice
+        hf_logging.get_logger("transformers.modeling_utils").warning("missing keys: lm_head.weight")
+        assert "missing keys" not in capfd.readouterr().err
+        assert "missing keys" in (tmp_path / "b" / "transformers.log").read_text()
+        assert "missing keys" not in (tmp_path / "a" / "transformers.log").read_text()
+    finally:
+        for handler in [h for h in logger.handlers if getattr(h, "starec_run_log", False)]:
+            logger.removeHandler(handler)
+            handler.close()
+        hf_logging.enable_default_handler()
+
+
 def test_grpo_micro_batches_keep_the_step_size():
     from experiments.train.grpo import grpo_args
 

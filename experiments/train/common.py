@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -63,13 +64,28 @@ class CSVLogger(TrainerCallback):
         atomic_write(self.path, lambda fh: fh.write(buf.getvalue().encode()))
 
 
-def quiet_terminal() -> None:
+def quiet_terminal(log_dir: Path | None = None) -> None:
     """No per-file "Loading weights" / "Writing model shards" bars and no
-    deprecation chatter from inside TRL on the terminal of a training stage."""
+    deprecation chatter from inside TRL on the terminal of a training stage.
+    With ``log_dir``, transformers' own log lines (checkpoint-loading reports,
+    cache notices) go to ``log_dir/transformers.log`` instead of the terminal:
+    they belong with the run, not in the user's summary."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     warnings.filterwarnings("ignore", message=r".*is_gradient_checkpointing.*", category=FutureWarning)
+    if log_dir is None:
+        return
+    logger = hf_logging.get_logger()  # the library's root logger
+    for handler in [h for h in logger.handlers if getattr(h, "starec_run_log", False)]:
+        logger.removeHandler(handler)
+        handler.close()
+    Path(log_dir).mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(Path(log_dir) / "transformers.log")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.starec_run_log = True  # type: ignore[attr-defined]
+    hf_logging.disable_default_handler()
+    logger.addHandler(handler)
 
 
 def quiet_logs(trainer: Any) -> Any:

@@ -113,8 +113,8 @@ def run_distill(cfg: RunConfig) -> dict:
     """Stage 1: teacher targets and notes on training decisions -> SFT."""
     import datasets
 
-    quiet_terminal()
     out = Path(cfg.out)
+    quiet_terminal(out)
     began = time.perf_counter()
     model, tok = load_model(cfg.model.name, dtype=cfg.model.dtype, threads=cfg.threads or None, seed=cfg.data.seed)
     ctx = prepare(cfg)
@@ -309,10 +309,10 @@ def train_rl(ctx: Context, start: Path, name: str) -> dict:
     from datasets import IterableDataset
     from transformers import AutoTokenizer
 
-    quiet_terminal()
     cfg, out = ctx.cfg, Path(ctx.cfg.out)
+    quiet_terminal(out)
     bank = MemoryBank()
-    ranker = JudgeFollowupRanker(cfg.judge)
+    ranker = JudgeFollowupRanker(cfg.judge_config("starec"))
     tokenizer = AutoTokenizer.from_pretrained(str(start))
     builder = row_builder(ctx, tokenizer)
     try:
