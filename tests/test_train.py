@@ -122,6 +122,32 @@ def test_interrupted_grpo_resumes_from_checkpoint(sft_model, tmp_path):
     assert steps == [1, 2, 3, 4]
 
 
+def test_checkpoints_of_other_settings_are_not_resumed(sft_model, tmp_path):
+    """Checkpoints only continue the run that made them: other settings, fewer steps than they
+    hold, or checkpoints without their settings are a clear error, never a silent mix of runs."""
+    import shutil
+
+    from experiments.train.grpo import train_grpo
+
+    base = ["rl.prompts_per_step=1", "rl.num_generations=2", "rl.max_completion_length=6", "rl.save_steps=1",
+            "rl.micro_batch=1"]
+    first = load_run_config(preset="smoke", sets=base + ["rl.steps=2"])
+    out = tmp_path / "rl"
+    train_grpo(first, sft_model / "model", toy_rl_data(8), [RankTierReward()], [1.0], out)
+    (out / "done.json").unlink()  # as if interrupted after its last checkpoint
+    other = replace(first, rl=replace(first.rl, learning_rate=first.rl.learning_rate * 2))
+    with pytest.raises(CheckpointError, match=r"other settings \(rl\.learning_rate\)"):
+        train_grpo(other, sft_model / "model", toy_rl_data(8), [RankTierReward()], [1.0], out)
+    shorter = replace(first, rl=replace(first.rl, steps=1))
+    with pytest.raises(CheckpointError, match="past the 1 steps"):
+        train_grpo(shorter, sft_model / "model", toy_rl_data(8), [RankTierReward()], [1.0], out)
+    (out / "run_settings.json").unlink()
+    with pytest.raises(CheckpointError, match="without their settings"):
+        train_grpo(first, sft_model / "model", toy_rl_data(8), [RankTierReward()], [1.0], out)
+    shutil.rmtree(out / "checkpoints")  # a clean folder trains afresh
+    assert train_grpo(other, sft_model / "model", toy_rl_data(8), [RankTierReward()], [1.0], out)["resumed_from"] is None
+
+
 def test_bad_inputs_give_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'beta'"):
         load_run_config(preset="smoke", sets=["rl.betta=0.1"])

@@ -177,6 +177,62 @@ def last_checkpoint(output_dir: Path) -> str | None:
     return last
 
 
+#: Settings a resumed run may change: how long it trains (more steps continue from the last checkpoint).
+LENGTH_KEYS = ("steps", "max_steps", "epochs")
+
+
+def resume_point(out_dir: Path, settings: dict) -> str | None:
+    """The checkpoint a training run in ``out_dir`` continues from, or None.
+
+    The settings of a folder's checkpoints are kept beside them
+    (``run_settings.json``); a run only resumes checkpoints made with the same
+    settings up to its length (:data:`LENGTH_KEYS`) and not past its last
+    step. Anything else - other settings, checkpoints of an older STARec
+    without their settings, a checkpoint beyond the requested steps - is a
+    :class:`CheckpointError` naming the folder, not a silent mix of two runs.
+    """
+    out_dir = Path(out_dir)
+    record = out_dir / "run_settings.json"
+    wanted = json.loads(json.dumps(settings, default=str))
+    resume = last_checkpoint(out_dir / "checkpoints")
+    if resume is not None:
+        if not record.exists():
+            raise CheckpointError(f"{out_dir / 'checkpoints'} holds checkpoints without their settings (an older run?); "
+                                  f"use a new --out or delete that folder")
+        changed = _changed_keys(json.loads(record.read_text()), wanted)
+        if changed:
+            raise CheckpointError(f"{out_dir / 'checkpoints'} holds checkpoints of a run with other settings "
+                                  f"({', '.join(changed)}); use a new --out or delete that folder")
+        done = int(Path(resume).name.rsplit("-", 1)[-1])
+        limit = _length(wanted)
+        if limit is not None and 0 < limit < done:
+            raise CheckpointError(f"{resume} is past the {limit} steps asked for; use a new --out or delete that folder")
+    write_json(record, wanted)
+    return resume
+
+
+def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ, ignoring :data:`LENGTH_KEYS`."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _changed_keys(a, b, f"{prefix}{key}.")
+        elif key not in LENGTH_KEYS and a != b:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def _length(settings: dict) -> int | None:
+    """The step count asked for (``rl.steps`` / ``distill.max_steps``), if any."""
+    for section in settings.values():
+        if isinstance(section, dict):
+            for key in ("steps", "max_steps"):
+                if isinstance(section.get(key), int):
+                    return section[key]
+    return None
+
+
 def check_model_dir(path: Path, what: str = "model folder") -> Path:
     """Fail early and clearly when ``path`` is not a loadable saved model."""
     path = Path(path)

@@ -20,9 +20,9 @@ from experiments.train.common import (
     CSVLogger,
     check_model_dir,
     finished_run,
-    last_checkpoint,
     mark_finished,
     quiet_logs,
+    resume_point,
     save_model_atomic,
     trainer_kwargs,
     use_cpu,
@@ -98,7 +98,7 @@ def train_grpo(
     quiet_logs(trainer)
     if on_trainer is not None:
         on_trainer(trainer)
-    resume = last_checkpoint(out_dir / "checkpoints")
+    resume = resume_point(out_dir, settings)
     began = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.data.seed)  # generation sampling draws from the global RNG inside TRL; keep it local

@@ -22,9 +22,9 @@ from experiments.config import RunConfig
 from experiments.train.common import (
     CSVLogger,
     finished_run,
-    last_checkpoint,
     mark_finished,
     quiet_logs,
+    resume_point,
     save_model_atomic,
     trainer_kwargs,
 )
@@ -161,7 +161,7 @@ def train_sft(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, out_dir
         **extra,
     )
     quiet_logs(trainer)
-    resume = last_checkpoint(out_dir / "checkpoints")
+    resume = resume_point(out_dir, settings)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
