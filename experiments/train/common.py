@@ -181,8 +181,9 @@ def last_checkpoint(output_dir: Path) -> str | None:
 LENGTH_KEYS = ("steps", "max_steps", "epochs")
 
 
-def resume_point(out_dir: Path, settings: dict) -> str | None:
-    """The checkpoint a training run in ``out_dir`` continues from, or None.
+def resume_point(out_dir: Path, settings: dict, steps: int) -> str | None:
+    """The checkpoint a training run of ``steps`` steps (<= 0: set by epochs)
+    in ``out_dir`` continues from, or None.
 
     The settings of a folder's checkpoints are kept beside them
     (``run_settings.json``); a run only resumes checkpoints made with the same
@@ -203,10 +204,8 @@ def resume_point(out_dir: Path, settings: dict) -> str | None:
         if changed:
             raise CheckpointError(f"{out_dir / 'checkpoints'} holds checkpoints of a run with other settings "
                                   f"({', '.join(changed)}); use a new --out or delete that folder")
-        done = int(Path(resume).name.rsplit("-", 1)[-1])
-        limit = _length(wanted)
-        if limit is not None and 0 < limit < done:
-            raise CheckpointError(f"{resume} is past the {limit} steps asked for; use a new --out or delete that folder")
+        if 0 < steps < int(Path(resume).name.rsplit("-", 1)[-1]):
+            raise CheckpointError(f"{resume} is past the {steps} steps asked for; use a new --out or delete that folder")
     write_json(record, wanted)
     return resume
 
@@ -221,16 +220,6 @@ def _changed_keys(old: dict, new: dict, prefix: str = "") -> list[str]:
         elif key not in LENGTH_KEYS and a != b:
             out.append(f"{prefix}{key}")
     return out
-
-
-def _length(settings: dict) -> int | None:
-    """The step count asked for (``rl.steps`` / ``distill.max_steps``), if any."""
-    for section in settings.values():
-        if isinstance(section, dict):
-            for key in ("steps", "max_steps"):
-                if isinstance(section.get(key), int):
-                    return section[key]
-    return None
 
 
 def check_model_dir(path: Path, what: str = "model folder") -> Path:

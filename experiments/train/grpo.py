@@ -98,7 +98,7 @@ def train_grpo(
     quiet_logs(trainer)
     if on_trainer is not None:
         on_trainer(trainer)
-    resume = resume_point(out_dir, settings)
+    resume = resume_point(out_dir, settings, cfg.rl.steps)
     began = time.perf_counter()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.data.seed)  # generation sampling draws from the global RNG inside TRL; keep it local

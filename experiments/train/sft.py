@@ -161,7 +161,7 @@ def train_sft(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, out_dir
         **extra,
     )
     quiet_logs(trainer)
-    resume = resume_point(out_dir, settings)
+    resume = resume_point(out_dir, settings, d.max_steps)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start

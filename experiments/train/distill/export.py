@@ -12,6 +12,7 @@ from experiments.train.distill.loop import DistillConfig, distill
 from experiments.train.distill.samples import teacher_samples
 from experiments.train.rollout import States
 from experiments.train.walks import Decisions, RowBuilder
+from policies.llm.formats import THINK
 from policies.llm.judge import HistoryMode, order_targets
 from policies.llm.parsing import parse_ranking
 from policies.llm.teachers import make_teacher
@@ -32,7 +33,7 @@ def teacher_judge_rows(cfg: RunConfig, builder: RowBuilder, decisions: Decisions
     kept = []
     for trace in ranked.traces:
         row = dict(rows[trace.sample.key])
-        order = parse_ranking(trace.completion, trace.sample.ids, expect_think=True).order
+        order = parse_ranking(trace.completion, trace.sample.ids, expect_think=THINK.expect_think).order
         row["targets"] = [float(t) for t in order_targets(order, len(order))]
         kept.append(row)
     return kept, ranked.stats

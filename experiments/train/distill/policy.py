@@ -8,6 +8,7 @@ from experiments.train.distill.samples import teacher_samples
 from experiments.train.rollout import States
 from policies.base import Policy, PolicyContext
 from policies.llm.evidence import EvidenceBuilder, EvidenceConfig
+from policies.llm.formats import THINK
 from policies.llm.parsing import parse_ranking
 from policies.llm.teachers import Teacher, make_teacher
 from starec_env.types import RankingBatch, TrainSplit
@@ -41,7 +42,7 @@ class TeacherPolicy(Policy):
                                   States(batch, choice.argmax(axis=1), choice))
         chats = [s.prompt() for s in samples]
         texts = self.teacher.generate(samples, chats, [None] * len(samples))
-        return np.stack([parse_ranking(t, s.ids, expect_think=True).scores() for t, s in zip(texts, samples)])
+        return np.stack([parse_ranking(t, s.ids, expect_think=THINK.expect_think).scores() for t, s in zip(texts, samples)])
 
     def stats(self) -> dict:
         return {"teacher": self.cfg.distill.teacher, "teacher_calls": self.calls}
