@@ -28,7 +28,6 @@ cost floor for a view), the rest in infos, rewards and action stacking.
 from __future__ import annotations
 
 import argparse
-import resource
 import time
 from typing import Callable
 
@@ -37,12 +36,9 @@ import numpy as np
 from starec_env.batched import BatchedEnv, top_slate
 from starec_env.data.synthetic import SyntheticConfig, generate_world
 from starec_env.parallel import StarecParallelEnv
+from starec_env.resources import peak_rss_mib
 
 N_CAND, SLATE, N_ITEMS = 20, 5, 1000
-
-
-def peak_rss_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 class Floor:
@@ -151,7 +147,7 @@ def main() -> None:
         floor = Floor(truth.user_emb, truth.item_emb, seed=2)
         fl, fast, dict_api, feat_api, share = measure(floor, batched, par, scores, args.steps, args.episodes, clock, feat)
         print(f"{n:>7} {world_s:>8.2f} {fl:>11,.0f} {fast:>11,.0f} {dict_api:>11,.0f} "
-              f"{fast / fl:>11.2f} {dict_api / fl:>10.2f} {feat_api / fl:>10.2f} {100 * share:>8.0f} {peak_rss_gib():>9.2f}",
+              f"{fast / fl:>11.2f} {dict_api / fl:>10.2f} {feat_api / fl:>10.2f} {100 * share:>8.0f} {(peak_rss_mib() or 0.0) / 2**10:>9.2f}",
               flush=True)
         del batched, par, feat, world
 

@@ -178,6 +178,26 @@ def probe_lines(probe: dict | None) -> list[str]:
     return [head, *(f"  - {name}: {100 * value:.2f}" for name, value in probe["ndcg@10"].items())]
 
 
+def usage_lines(usage: dict | None) -> list[str]:
+    """Wall time and peak resident memory of the run's process, stage by stage
+    (:mod:`experiments.usage`)."""
+    if not usage:
+        return []
+
+    def gib(mib: float | None) -> str:
+        return "?" if mib is None else f"{mib / 2**10:.2f} GiB"
+
+    kind = "peak RSS of the stage" if usage.get("per_stage_peaks") else "peak RSS of the process so far"
+    stages = [s for s in usage.get("stages", []) if s.get("stage") != "all"]
+    lines = [f"- The whole process: {_minutes(usage.get('wall_s', 0.0))} wall, peak RSS {gib(usage.get('peak_rss_mib'))}."]
+    lines += [f"  - {s['stage']}: {_minutes(s.get('seconds', 0.0))}, {kind} {gib(s.get('peak_rss_mib'))}" for s in stages]
+    return lines
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
 def _cell(row: dict, metric: str) -> str:
     if metric not in row:
         return "-"
@@ -250,6 +270,9 @@ def render_report(rows: list[dict], config: dict) -> str:
     probe = probe_lines(facts.get("memory_probe"))
     if probe:
         lines += ["", "## Does the ranking read the memory?", "", *probe]
+    usage = usage_lines(facts.get("usage"))
+    if usage:
+        lines += ["", "## Cost of the run", "", *usage]
     return "\n".join(lines) + "\n"
 
 

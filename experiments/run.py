@@ -13,6 +13,7 @@ Multi-process training: ``accelerate launch --num_processes 2 --cpu -m experimen
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import json
 import sys
@@ -23,6 +24,7 @@ from experiments.config import ConfigError, RunConfig, load_run_config, parse_se
 from experiments.evaluate import benchmark
 from experiments.report import OutputError, check_out_dir, format_table, online_sizes, write_json, write_report
 from experiments.train.dist import is_main_process
+from experiments.usage import USAGE
 from experiments.world import load_world
 from policies.llm.clients import http_teacher_record
 from starec_env.data.errors import DataFormatError, DataOptionError, DatasetNotFoundError, PreprocessError
@@ -42,11 +44,20 @@ STAGES: dict[str, StageFn | str] = {}
 
 
 def stage(name: str) -> Callable[[StageFn], StageFn]:
-    """Decorator registering a stage under ``name``."""
+    """Decorator registering a stage under ``name``; each run of it is
+    measured (wall seconds, peak RSS) into :data:`experiments.usage.USAGE`."""
 
     def register(fn: StageFn) -> StageFn:
-        STAGES[name] = fn
-        return fn
+        @functools.wraps(fn)
+        def measured(cfg: RunConfig) -> int:
+            with USAGE.stage(name):
+                code = fn(cfg)
+            if is_main_process():
+                print(USAGE.describe(USAGE.stages[-1]))
+            return code
+
+        STAGES[name] = measured
+        return measured
 
     return register
 
@@ -118,6 +129,7 @@ def run_eval(cfg: RunConfig) -> int:
             "note: on real data the simulator is a choice model fitted without the protocol's held-out rows; "
             "upper-bound rows rank by that fitted model, not by what the held-out users really prefer."
         )
+    facts["usage"] = USAGE.summary()  # this process's stages; the evaluation's figures up to the report
     paths = write_report(rows, cfg.out, {"config": cfg.to_dict(), "facts": facts})
     print(f"wrote {', '.join(str(p) for p in paths.values())}")
     return 0
@@ -238,6 +250,7 @@ def _load(args: argparse.Namespace, preset: str) -> RunConfig:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     preset = args.preset if args.preset is not None or args.config is not None else "default"
+    USAGE.restart()
     try:
         cfg = _load(args, preset)
         run = resolve_stage(cfg.stage)

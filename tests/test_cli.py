@@ -159,7 +159,9 @@ def test_shipped_configs_load() -> None:
         load_run_config(path)
     for name in presets():
         cfg = load_run_config(preset=name)
-        assert cfg.stage == "all" and {"starec", "starec-sft", "teacher"} <= set(cfg.policies)
+        assert cfg.stage == "all" and {"starec", "teacher"} <= set(cfg.policies)
+        if name != "default":  # the quickstart evaluates one trained row, to stay near 15 minutes
+            assert "starec-sft" in cfg.policies
     assert {"smoke", "cpu", "gpu", "default"} <= set(presets())
 
 
@@ -170,7 +172,7 @@ def test_no_arguments_run_the_default_preset(monkeypatch) -> None:
     assert main([]) == 0
     cfg = seen["cfg"]
     assert cfg.preset == "default" and cfg.model.name == "smollm2-135m" and cfg.distill.teacher == "oracle"
-    expected = {"starec", "starec-sft", "teacher", "random", "pop", "genre", "itemknn", "bpr", "oracle"}
+    expected = {"starec", "teacher", "random", "pop", "genre", "itemknn", "bpr", "oracle"}
     assert set(cfg.policies) == expected
 
 

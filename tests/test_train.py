@@ -18,6 +18,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("trl")
 
 from experiments.config import ConfigError, load_run_config  # noqa: E402
+from experiments.report_paper import write_paper_report  # noqa: E402
 from experiments.train.common import CheckpointError, check_model_dir, last_checkpoint, read_csv  # noqa: E402
 from reward.ranking import RankTierReward  # noqa: E402
 
@@ -181,12 +182,15 @@ def test_bad_inputs_give_clear_errors(tmp_path):
         load_model(str(tmp_path / "no-such-model"))
 
 
-def test_pipeline_end_to_end_smoke(tmp_path):
+def test_pipeline_end_to_end_smoke(tmp_path, capsys):
     """`python -m experiments.run --preset smoke`: distill -> RL -> eval with the tiny model."""
     from experiments.run import main
 
     out = tmp_path / "run"
     assert main(["--preset", "smoke", "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    for stage in ("distill", "rl", "eval", "all"):  # each stage's cost on the terminal
+        assert f"stage {stage}: " in printed and "peak RSS" in printed, stage
     for stage in ("sft", "rl", "rl-only"):
         check_model_dir(out / stage / "model")
         assert last_checkpoint(out / stage / "checkpoints").endswith("checkpoint-2")
@@ -221,10 +225,21 @@ def test_pipeline_end_to_end_smoke(tmp_path):
     assert set(config["facts"]["training"]) == {"distill", "rl", "rl-only"}
     probe = config["facts"]["memory_probe"]
     assert probe["users"] == 3 and len(probe["ndcg@10"]) == 4
+    usage = config["facts"]["usage"]  # the run measured its own cost, stage by stage
+    assert [s["stage"] for s in usage["stages"]] == ["distill", "rl", "all", "eval"]
+    assert usage["stages"][2]["running"] and usage["stages"][3]["running"]  # measured up to the report
+    assert all(s["seconds"] > 0 and s["peak_rss_mib"] > 0 for s in usage["stages"])
+    assert usage["wall_s"] >= sum(s["seconds"] for s in usage["stages"] if s["stage"] != "all")
+    assert usage["peak_rss_mib"] >= max(s["peak_rss_mib"] for s in usage["stages"])
+    report = write_paper_report(out).read_text()
+    assert "## Cost of the run" in report and "- eval: " in report and "- all: " not in report
     # rerunning a finished stage is a no-op: no extra step, same model
     assert main(["--preset", "smoke", "--stage", "rl", "--out", str(out), "--no-progress"]) == 0
     assert json.loads((out / "rl.json").read_text())["resumed_from"] == "finished"
     assert [int(float(r["step"])) for r in read_csv(out / "rl" / "metrics.csv") if "loss" in r] == [1, 2]
+    took = json.loads((out / "distill.json").read_text())["seconds"]  # ... and keeps what the stage took
+    assert main(["--preset", "smoke", "--stage", "distill", "--out", str(out), "--no-progress"]) == 0
+    assert json.loads((out / "distill.json").read_text())["seconds"] == took
 
 
 @pytest.mark.skipif(os.environ.get("STAREC_SKIP_ACCELERATE") == "1", reason="STAREC_SKIP_ACCELERATE=1 (the test takes ~3 min on 2 cores)")
@@ -236,7 +251,10 @@ def test_accelerate_two_cpu_processes(tmp_path):
                "--preset", "smoke", "--stage", stage, "--out", str(out), "--no-progress"]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=Path(__file__).resolve().parents[1])
         assert proc.returncode == 0, proc.stderr[-3000:]
-        assert proc.stdout.count(f"{stage}: " if stage == "distill" else "rl (rl):") == 1  # printed by rank 0 only
+        lines = proc.stdout.splitlines()
+        summary = f"{stage}: " if stage == "distill" else "rl (rl):"
+        for printed in (summary, f"stage {stage}: "):  # printed by rank 0 only
+            assert sum(line.startswith(printed) for line in lines) == 1, printed
     for folder in ("base", "sft/model", "rl/model", "rl-only/model"):
         check_model_dir(out / folder)
     assert json.loads((out / "distill.json").read_text())["sft"]["steps"] == 2

@@ -25,6 +25,7 @@ from experiments.report import write_json
 from experiments.train.dist import is_main_process, wait_for_everyone
 from policies.llm.models import use_bf16
 from starec_env.files import atomic_write
+from starec_env.resources import trim_heap
 
 #: Files that make a saved folder loadable as a model.
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json", "adapter_model.safetensors")
@@ -32,6 +33,21 @@ _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.in
 
 class CheckpointError(RuntimeError):
     """A model folder or checkpoint is missing or unusable (names the folder and what is wrong)."""
+
+
+class TrimHeap(TrainerCallback):
+    """Hands the heap pages freed by each (sub)step back to the OS.
+
+    Training steps allocate tensors of every sequence length; glibc keeps
+    the freed pieces, so without this the resident size of a CPU run grows
+    step after step although the live tensors do not (6 SFT steps of the
+    default preset: peak 5.3 GB without, 4.8 GB with, for ~14 % more time)."""
+
+    def on_substep_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        trim_heap()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        trim_heap()
 
 
 class CSVLogger(TrainerCallback):

@@ -18,6 +18,7 @@ import torch
 from experiments.config import RunConfig
 from experiments.train.common import (
     CSVLogger,
+    TrimHeap,
     check_model_dir,
     finished_run,
     mark_finished,
@@ -55,6 +56,27 @@ def grpo_args(cfg: RunConfig, output_dir: Path, weights: list[float]) -> Any:
     )
 
 
+def score_completions_only() -> None:
+    """Make TRL's chunked LM head score only the completion tokens on every
+    device. TRL compacts the labelled positions only on Triton devices (so
+    that compilers elsewhere see fixed tile shapes) and otherwise projects
+    every prompt position through the 49k-word head too: with ~600-token
+    note prompts and 64-token notes, ~10x the head's work (2 GRPO steps of
+    the default preset: 108 -> 88 s, peak RSS 6.5 -> 5.6 GB). The compact
+    path is plain torch; the log-probabilities it returns are the same."""
+    import trl.trainer.utils as trl_utils
+
+    use_triton = getattr(trl_utils, "_use_triton", None)
+    if use_triton is None or getattr(use_triton, "compacts_everywhere", False):
+        return  # another TRL: nothing to adjust, or already adjusted
+
+    def compact(device: torch.device) -> bool:
+        return device.type == "cpu" or use_triton(device)
+
+    compact.compacts_everywhere = True  # type: ignore[attr-defined]
+    trl_utils._use_triton = compact
+
+
 def train_grpo(
     cfg: RunConfig,
     start: Path,
@@ -87,13 +109,14 @@ def train_grpo(
     tokenizer.padding_side = "left"
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    score_completions_only()
     trainer = GRPOTrainer(
         model=str(start),
         reward_funcs=reward_funcs,
         args=args,
         train_dataset=train_ds,
         processing_class=tokenizer,
-        callbacks=[CSVLogger(out_dir / "metrics.csv"), *(callbacks or [])],
+        callbacks=[CSVLogger(out_dir / "metrics.csv"), TrimHeap(), *(callbacks or [])],
     )
     quiet_logs(trainer)
     if on_trainer is not None:

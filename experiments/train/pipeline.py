@@ -161,6 +161,9 @@ def run_distill(cfg: RunConfig) -> dict:
         "sft": train_sft(cfg, model, tok, train_ds, out / "sft", answer_ids=builder.encoder.answer_ids, callbacks=callbacks),
     }
     facts["seconds"] = round(time.perf_counter() - began, 2)
+    previous = out / "distill.json"
+    if facts["sft"].get("resumed_from") == "finished" and previous.exists():  # a no-op rerun: keep what the stage took
+        facts["seconds"] = json.loads(previous.read_text()).get("seconds", facts["seconds"])
     if is_main_process():
         write_json(out / "distill.json", facts)
         write_learning_curves(out)

@@ -21,6 +21,7 @@ import torch
 from experiments.config import RunConfig
 from experiments.train.common import (
     CSVLogger,
+    TrimHeap,
     finished_run,
     mark_finished,
     quiet_logs,
@@ -157,7 +158,7 @@ def train_sft(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, out_dir
         train_dataset=train_ds,
         processing_class=tokenizer,
         peft_config=lora_config(cfg),
-        callbacks=[CSVLogger(out_dir / "metrics.csv"), *(callbacks or [])],
+        callbacks=[CSVLogger(out_dir / "metrics.csv"), TrimHeap(), *(callbacks or [])],
         **extra,
     )
     quiet_logs(trainer)

@@ -15,13 +15,12 @@ Two views:
 """
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from starec_env.behaviour import consume_plackett_luce
 from starec_env.data.model import Dataset
 from starec_env.protocol import LeaveOneOut
+from starec_env.resources import peak_rss_mib
 from starec_env.simulator.choice import log_choice_probability
 
 #: Equal-count bins of the click-probability reliability table.
@@ -88,18 +87,8 @@ def fidelity_report(dataset: Dataset, sim, seed: int = 0, max_users: int = 5000,
         "utility_rating_spearman": _spearman(observed, dataset.rating_arr[data_rows]),
         "heldout": heldout_fidelity(dataset, sim, protocol or LeaveOneOut(dataset, seed=seed)),
         "fit": dict(sim.fit_stats),
-        "peak_rss_mb": peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mib(),
     }
-
-
-def peak_rss_mb() -> float | None:
-    """Peak resident memory of this process so far (loading, fitting, the report), in MiB; None where unknown."""
-    try:
-        import resource
-    except ImportError:  # not on this platform
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KiB on Linux
 
 
 def format_fidelity(report: dict) -> str:
