@@ -22,6 +22,7 @@ from policies.llm.judge import (  # noqa: E402
     display_order,
     in_candidate_order,
     listwise_loss,
+    note_marks,
     order_targets,
     shown_history,
     slot_scores,
@@ -117,6 +118,26 @@ def held_out_ndcg(backend_model, tokenizer, encoder, prompts, targets) -> float:
 
     scores = np.stack(LLMBackend(backend_model.eval(), tokenizer).score_slots(prompts, encoder.answer_ids))
     return float(ndcg_single(rank_of(scores, targets), 10).mean())
+
+
+def test_note_marks_read_the_memory_onto_each_candidate_line(tiny_backend):
+    """Marks count what the note likes (+) and dislikes (-) of each candidate,
+    whoever wrote the note; they appear only with a note and only when on."""
+    note = "Likes drama and comedy; dislikes horror; picks witty ones. Not into war, but loves noir"
+    marks = note_marks(note, [("Drama", "Horror"), ("Comedy",), ("Action",), ("War",), ("Film-Noir",), ("Noir",)],
+                       ["witty, modern", "", "", "", "", "dark"])
+    assert marks == ["++-", "+", "0", "-", "0", "+"]
+    assert note_marks("Taste still unclear.", [("Drama",)], ["witty"]) == ["0"]
+    v = view(["Comedy", "Horror", "Drama"])
+    on = JudgeEncoder(tiny_backend.tokenizer, JudgeConfig(history=2, description_words=2, note_marks=True))
+    lines = [ln for ln in on.messages(v, "Likes comedy; dislikes horror.", ["p1", "p2", "p3"])[-1]["content"].splitlines()
+             if ln.endswith("->" + "\ue000")]
+    assert [ln.split(" | note ")[1].split(" ->")[0] for ln in lines] == ["+", "-", "0"]
+    assert " | note " not in on.messages(v, "", ["p1", "p2", "p3"])[-1]["content"]  # no memory yet: nothing to read
+    off = JudgeEncoder(tiny_backend.tokenizer, JudgeConfig(history=2, description_words=2))
+    assert " | note " not in off.messages(v, "Likes comedy.", None)[-1]["content"]
+    # a stranger's note changes the marks, hence the prompt the slots read
+    assert on.encode(on.messages(v, "Likes horror.", None)).ids != on.encode(on.messages(v, "Likes comedy.", None)).ids
 
 
 def test_genre_order_lists_the_first_stage_ranking_and_maps_scores_back():

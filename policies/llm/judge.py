@@ -22,6 +22,7 @@ inference.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Sequence
 
@@ -51,7 +52,10 @@ class JudgeConfig:
     synthetic world they only echo the genres, so they can be switched off
     to save ~6 tokens per line); ``description_words``: the first words of
     each item's description (e.g. "witty, modern"), 0 for none; ``order``:
-    how the candidates are listed (:data:`ORDERS`).
+    how the candidates are listed (:data:`ORDERS`); ``note_marks``: after
+    each candidate, what the taste note says of it (:func:`note_marks`), so
+    the memory is read where the judgement is made, not only ~600 tokens
+    earlier in the "Taste:" line.
     """
 
     history: int = 3
@@ -59,6 +63,7 @@ class JudgeConfig:
     description_words: int = 0
     noun: str = "movie"
     order: str = "given"
+    note_marks: bool = False
 
     def __post_init__(self) -> None:
         if self.order not in ORDERS:
@@ -89,6 +94,33 @@ def evidence_text(ranks: dict[str, np.ndarray], row: int) -> list[str]:
     return [
         " ".join(f"{EVIDENCE_LETTERS.get(n, n)}{int(ranks[n][row, c]) or '-'}" for n in names) for c in range(n_cand)
     ]
+
+
+#: A note clause with one of these words speaks against what it names ("dislikes horror").
+NEGATIVE_CUES = re.compile(r"\b(dislike[sd]?|avoids?|hates?|not|no|never|skips?|less|tired of|bored by)\b")
+
+
+def note_marks(note: str, genres: Sequence[Sequence[str]], abouts: Sequence[str]) -> list[str]:
+    """What a taste note says of each candidate: ``+`` for every genre or
+    description word of the candidate that a clause of the note likes, ``-``
+    for every one a negative clause names ("dislikes horror"), ``0`` for
+    none. A deterministic reading of the memory text, whoever wrote it; a
+    small judge learns such a local mark from few examples, where it does
+    not learn to look back at the "Taste:" line (measured)."""
+    clauses = [c for c in re.split(r"[;.\n]|\bbut\b", note.lower()) if c.strip()]
+    parsed = [(bool(NEGATIVE_CUES.search(c)), c) for c in clauses]
+    marks = []
+    for cand_genres, cand_about in zip(genres, abouts):
+        terms = {str(g).lower() for g in cand_genres} | {w.strip(",.;:").lower() for w in cand_about.split() if len(w) > 2}
+        liked = disliked = 0
+        for term in terms:
+            pattern = re.compile(rf"(?<!\w){re.escape(term)}(?!\w)")
+            for negative, clause in parsed:
+                if pattern.search(clause):
+                    disliked += negative
+                    liked += not negative
+        marks.append(("+" * liked + "-" * disliked) or "0")
+    return marks
 
 
 def profile_text(profile: dict) -> str:
@@ -184,6 +216,10 @@ class JudgeEncoder:
         listed = [int(i) for i in order] if order is not None else list(range(len(view.candidates)))
         if sorted(listed) != list(range(len(view.candidates))):
             raise ValueError(f"order must list each of the {len(view.candidates)} candidates once, got {listed}")
+        shown_about = [about(cand_desc[i], cfg.description_words) for i in listed]
+        marks = None
+        if cfg.note_marks and preference.strip():
+            marks = note_marks(preference, [view.candidates[i][1] or () for i in listed], shown_about)
         return render_template(
             "judge",
             noun=cfg.noun,
@@ -193,8 +229,10 @@ class JudgeEncoder:
             history=rows,
             history_about=[about(d, cfg.description_words) for d in descs],
             candidates=[view.candidates[i] for i in listed],
-            candidate_about=[about(cand_desc[i], cfg.description_words) for i in listed],
+            candidate_about=shown_about,
             evidence=[evidence[i] for i in listed] if evidence is not None else None,
+            note_marks=cfg.note_marks,
+            marks=marks,
             slot=SLOT,
         )
 
