@@ -41,10 +41,10 @@ def toy_sft_data(n: int, seed: int):
     return Dataset.from_list(rows)
 
 
-def toy_rl_data(n: int):
+def toy_rl_data(n: int, target: int = 0):
     from datasets import Dataset
 
-    return Dataset.from_list([{"prompt": PROMPT, "candidate_ids": IDS, "target": 0, "mode": "fast"} for _ in range(n)])
+    return Dataset.from_list([{"prompt": PROMPT, "candidate_ids": IDS, "target": target, "mode": "fast"} for _ in range(n)])
 
 
 def p_first_is_target(folder: Path) -> float:
@@ -135,6 +135,9 @@ def test_checkpoints_of_other_settings_are_not_resumed(sft_model, tmp_path):
     first = load_run_config(preset="smoke", sets=base + ["rl.steps=2"])
     out = tmp_path / "rl"
     train_grpo(first, sft_model / "model", toy_rl_data(8), [RankTierReward()], [1.0], out)
+    # a finished stage is reused only for the very same training data, not for equal trainer settings alone
+    with pytest.raises(CheckpointError, match=r"other settings \(data\)"):
+        train_grpo(first, sft_model / "model", toy_rl_data(8, target=1), [RankTierReward()], [1.0], out)
     (out / "done.json").unlink()  # as if interrupted after its last checkpoint
     other = replace(first, rl=replace(first.rl, learning_rate=first.rl.learning_rate * 2))
     with pytest.raises(CheckpointError, match=r"other settings \(rl\.learning_rate\)"):

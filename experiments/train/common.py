@@ -7,6 +7,7 @@ speed for memory we have. Both trainers get their common arguments here.
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -195,6 +196,17 @@ def last_checkpoint(output_dir: Path) -> str | None:
 
 #: Settings a resumed run may change: how long it trains (more steps continue from the last checkpoint).
 LENGTH_KEYS = ("steps", "max_steps", "epochs")
+
+
+def data_digest(rows: Any) -> str:
+    """A digest of a training set's rows: part of a run's settings, so a
+    finished stage or its checkpoints are reused only for the very same data
+    (prompt layout, walks, teacher, world) and not just for equal trainer
+    settings."""
+    digest = hashlib.sha256()
+    for row in rows:
+        digest.update(json.dumps(row, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:16]
 
 
 def resume_point(out_dir: Path, settings: dict, steps: int) -> str | None:

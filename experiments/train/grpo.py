@@ -20,6 +20,7 @@ from experiments.train.common import (
     CSVLogger,
     TrimHeap,
     check_model_dir,
+    data_digest,
     finished_run,
     mark_finished,
     quiet_logs,
@@ -99,7 +100,8 @@ def train_grpo(
 
     out_dir = Path(out_dir)
     start = check_model_dir(Path(start), what="GRPO start model")
-    settings = {"rl": asdict(cfg.rl), "reward": asdict(cfg.reward), "weights": list(weights), "start": str(start)}
+    settings = {"rl": asdict(cfg.rl), "reward": asdict(cfg.reward), "weights": list(weights), "start": str(start),
+                "data": data_digest(train_ds)}
     if (done := finished_run(out_dir, settings)) is not None:
         return done
     args = grpo_args(cfg, out_dir / "checkpoints", weights)

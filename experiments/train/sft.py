@@ -22,6 +22,7 @@ from experiments.config import RunConfig
 from experiments.train.common import (
     CSVLogger,
     TrimHeap,
+    data_digest,
     finished_run,
     mark_finished,
     quiet_logs,
@@ -131,7 +132,7 @@ def train_sft(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, out_dir
 
     out_dir = Path(out_dir)
     d = cfg.distill
-    settings = {"distill": asdict(d), "model": asdict(cfg.model), "examples": len(train_ds)}
+    settings = {"distill": asdict(d), "model": asdict(cfg.model), "examples": len(train_ds), "data": data_digest(train_ds)}
     if (done := finished_run(out_dir, settings)) is not None:
         return done
     args = SFTConfig(
