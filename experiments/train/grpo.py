@@ -8,6 +8,7 @@ with its weight from the config.
 """
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -78,6 +79,19 @@ def score_completions_only() -> None:
     trl_utils._use_triton = compact
 
 
+def prompts_identity(cfg: RunConfig, train_ds: Any, start: Path) -> Any:
+    """What a GRPO run's prompts depend on, for reusing its folder: the rows'
+    digest for a dataset in memory; for a live prompt stream (unbounded: it
+    cannot be read through) the settings that make it - world, walks, judge
+    and note prompts - and the data the start model was trained on."""
+    if hasattr(train_ds, "__len__"):
+        return data_digest(train_ds)
+    done = Path(start).parent / "done.json"
+    trained_on = json.loads(done.read_text()).get("settings", {}).get("data") if done.exists() else None
+    return {"world": asdict(cfg.data), "simulator": cfg.simulator, "warmup": asdict(cfg.warmup),
+            "judge": asdict(cfg.judge), "prompt": asdict(cfg.prompt), "start_data": trained_on}
+
+
 def train_grpo(
     cfg: RunConfig,
     start: Path,
@@ -101,7 +115,7 @@ def train_grpo(
     out_dir = Path(out_dir)
     start = check_model_dir(Path(start), what="GRPO start model")
     settings = {"rl": asdict(cfg.rl), "reward": asdict(cfg.reward), "weights": list(weights), "start": str(start),
-                "data": data_digest(train_ds)}
+                "data": prompts_identity(cfg, train_ds, start)}
     if (done := finished_run(out_dir, settings)) is not None:
         return done
     args = grpo_args(cfg, out_dir / "checkpoints", weights)
