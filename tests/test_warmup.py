@@ -159,3 +159,17 @@ def test_tiny_model_warm_up_end_to_end(world, tiny_backend):
         assert stats["warmed_users"] == len(protocol) and stats["warm_reflect_calls"] == 2 * len(protocol)
         assert stats["judge_calls"] == len(protocol) and stats["warm_judge_calls"] == 2 * len(protocol)
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_note_value_benchmark_reads_oracle_and_grounded_notes():
+    """benchmarks.bench_note_value: one row per walk length and note kind, on the
+    same held-out users; the grounded note names only what the walk showed."""
+    from benchmarks.bench_note_value import grounded_note, note_value
+    from experiments.config import load_run_config
+
+    assert grounded_note([["drama", "witty"], ["horror"], ["comedy"]], [5.0, 1.0, 3.0]) == "Likes drama, witty; dislikes horror"
+    assert grounded_note([["drama"]], [3.0]) == ""
+    rows = note_value(load_run_config(preset="smoke"), users=40, steps=[1, 2])
+    assert [(r["steps"], r["note"]) for r in rows] == [(1, "oracle"), (1, "grounded"), (2, "oracle"), (2, "grounded")]
+    assert len({r["genre"] for r in rows}) == 1
+    assert all(0.0 <= r["with_marks"] <= 100.0 for r in rows)
