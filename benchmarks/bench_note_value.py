@@ -19,6 +19,7 @@ adds nothing, no student note can beat the first stage by reflection in
 that world: its information is not in what the agent observes::
 
     python -m benchmarks.bench_note_value --preset cpu --users 600 --steps 1,3,5
+    python -m benchmarks.bench_note_value --dataset ml-100k --users 600 --steps 1,3,5
 """
 from __future__ import annotations
 
@@ -98,11 +99,12 @@ def note_value(cfg: Any, users: int, steps: list[int], seed: int = 0) -> list[di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--dataset", default=None, help="e.g. ml-100k (default: the preset's world)")
     parser.add_argument("--users", type=int, default=600)
     parser.add_argument("--steps", default="1,3,5", help="walk lengths, comma-separated")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    cfg = load_run_config(preset=args.preset)
+    cfg = load_run_config(preset=args.preset, overrides={"data": {"dataset": args.dataset}} if args.dataset else None)
     rows = note_value(cfg, args.users, [int(s) for s in args.steps.split(",")], args.seed)
     print(f"{'steps':>5} {'note':>9} {'genre':>7} {'+ marks':>8} {'gain':>6}  weights (likes, dislikes)")
     for row in rows:
