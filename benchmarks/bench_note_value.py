@@ -24,6 +24,7 @@ that world: its information is not in what the agent observes::
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -33,7 +34,7 @@ from experiments.world import load_world
 from policies.base import PolicyContext
 from policies.llm.judge import about, note_marks
 from policies.llm.notes import TasteNotes
-from policies.llm.warmup import WarmupConfig, plan_walk
+from policies.llm.warmup import plan_walk
 from policies.registry import make_policy
 from starec_env.metrics import ndcg_single, rank_of
 from starec_env.protocol import LeaveOneOut
@@ -79,7 +80,7 @@ def note_value(cfg: Any, users: int, steps: list[int], seed: int = 0) -> list[di
         notes: dict[str, list[str]] = {"oracle": [], "grounded": []}
         for r, user in enumerate(batch.users):
             walk = plan_walk(ds, int(user), batch.history[r], batch.history_ratings[r],
-                             WarmupConfig(steps=k, candidates=cfg.warmup.candidates), cfg.data.seed)
+                             replace(cfg.warmup, steps=k), cfg.data.seed)
             notes["oracle"].append(oracle.note(int(user), [int(i) for c in walk.candidates for i in c]))
             walked = [[g.lower() for g in genres_of[i]] + about_of[i].replace(",", "").lower().split() for i in walk.items]
             notes["grounded"].append(grounded_note(walked, list(walk.ratings)))
