@@ -45,6 +45,8 @@ PRESET_DIR = Path(__file__).resolve().parent / "configs" / "presets"
 #: (``teacher`` is the distillation teacher itself, no folder).
 TRAINED_ROWS = {"starec": "rl", "starec-sft": "sft", "starec-rl-only": "rl-only", "starec-noreflect": "rl",
                 "starec-base": "base", "teacher": None}
+#: What a finished training stage keeps of its resume checkpoints (``RunConfig.keep_checkpoints``).
+KEEP_CHECKPOINTS = ("all", "last", "none")
 
 
 class ConfigError(ValueError):
@@ -215,7 +217,11 @@ class RunConfig:
     automatic; 1 is fastest for these small models on a shared machine);
     ``device`` is "auto", "cpu" or "cuda" for training; ``probe_users``
     evaluated users of the first seed are ranked again by the trained
-    ``starec`` row with other notes in its memory (:mod:`experiments.memory_probe`; 0: off)."""
+    ``starec`` row with other notes in its memory (:mod:`experiments.memory_probe`; 0: off).
+    ``keep_checkpoints`` says which resume checkpoints (weights plus the
+    optimizer state, ~3x the model) a finished training stage keeps: "all"
+    the trainer's last two, "last" the newest one (more steps later resume
+    from it), "none" only the final model."""
 
     stage: str = "eval"
     preset: str = "none"
@@ -226,6 +232,7 @@ class RunConfig:
     device: str = "auto"
     progress: bool = True
     probe_users: int = 0
+    keep_checkpoints: str = "last"
     privileged: list = field(default_factory=lambda: ["oracle", "teacher"])
     policy: dict = field(default_factory=dict)
     simulator: dict = field(default_factory=dict)
@@ -239,6 +246,10 @@ class RunConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     warmup: WarmupConfig = field(default_factory=WarmupConfig)
+
+    def __post_init__(self) -> None:
+        if self.keep_checkpoints not in KEEP_CHECKPOINTS:
+            raise ValueError(f"keep_checkpoints must be one of {list(KEEP_CHECKPOINTS)}, got {self.keep_checkpoints!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)

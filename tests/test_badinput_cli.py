@@ -175,6 +175,7 @@ CASES: list[tuple[str, Args, list[str]]] = [
     ("probe-negative", _flags("--set", "probe_users=-3"), ["probe_users", ">= 0", "-3"]),
     ("ranking-unknown", _flags("--set", "model.ranking=pointer"), ["model.ranking", "'pointer'", "judge"]),
     ("precision-unknown", _flags("--set", "model.precision=fp8"), ["model.precision", "'fp8'"]),
+    ("keep-checkpoints-unknown", _flags("--set", "keep_checkpoints=some"), ["keep_checkpoints", "'some'", "'last'"]),
     ("llm-policy-typo", _flags("--policies", "pop,starec", "--set", "policy.starec.modle=x"),
      ["[policy.starec]", "'modle'", "did you mean 'model'"]),
 ]

@@ -76,11 +76,27 @@ def sft_model(tmp_path_factory) -> Path:
 def test_sft_learns_the_format_and_saves_checkpoints(sft_model):
     check_model_dir(sft_model / "model")
     assert last_checkpoint(sft_model / "checkpoints").endswith("checkpoint-20")
+    # the default keep_checkpoints = "last": the step-10 checkpoint went when the stage finished
+    assert [p.name for p in (sft_model / "checkpoints").glob("checkpoint-*")] == ["checkpoint-20"]
     rows = read_csv(sft_model / "metrics.csv")
     losses = [float(r["loss"]) for r in rows if "loss" in r]
     assert losses[-1] < losses[0] / 2
     p = p_first_is_target(sft_model / "model")
     assert 0.1 < p < 0.5  # roughly uniform over 4 ids: no preference learned
+
+
+@pytest.mark.parametrize("keep, left", [("all", ["checkpoint-1", "checkpoint-2"]), ("none", [])])
+def test_a_finished_stage_keeps_the_checkpoints_asked_for(tmp_path, keep, left):
+    """keep_checkpoints: "all" leaves the trainer's last two, "none" only the final model;
+    either way the finished stage is then reused from its model folder."""
+    from experiments.train.sft import train_sft
+    from policies.llm.models import load_model
+
+    cfg = load_run_config(preset="smoke", sets=["distill.max_steps=2", "distill.save_steps=1", f"keep_checkpoints={keep}"])
+    model, tok = load_model("tiny", threads=1)
+    train_sft(cfg, model, tok, toy_sft_data(16, 0), tmp_path / "sft")
+    assert sorted(p.name for p in (tmp_path / "sft" / "checkpoints").glob("checkpoint-*")) == left
+    assert train_sft(cfg, model, tok, toy_sft_data(16, 0), tmp_path / "sft")["resumed_from"] == "finished"
 
 
 def test_grpo_increases_reward_on_a_toy_task(sft_model, tmp_path):

@@ -312,6 +312,19 @@ def finished_run(out_dir: Path, settings: dict) -> dict | None:
     return {**data["facts"], "resumed_from": "finished"}
 
 
-def mark_finished(out_dir: Path, settings: dict, facts: dict) -> None:
-    if is_main_process():
-        write_json(Path(out_dir) / "done.json", {"settings": json.loads(json.dumps(settings, default=str)), "facts": facts})
+def mark_finished(out_dir: Path, settings: dict, facts: dict, keep_checkpoints: str) -> None:
+    """Record a finished stage, then drop the resume checkpoints it no longer
+    needs (``keep_checkpoints``: "all", "last" or "none"; each one holds the
+    optimizer state, ~3x the model): a finished stage is reused from
+    ``model/`` alone, and only a later run with more steps resumes from a
+    kept checkpoint."""
+    if not is_main_process():
+        return
+    write_json(Path(out_dir) / "done.json", {"settings": json.loads(json.dumps(settings, default=str)), "facts": facts})
+    if keep_checkpoints == "all":
+        return
+    folder = Path(out_dir) / "checkpoints"
+    keep = last_checkpoint(folder) if keep_checkpoints == "last" and folder.is_dir() else None
+    for old in sorted(folder.glob("checkpoint-*")):
+        if str(old) != keep:
+            shutil.rmtree(old, ignore_errors=True)

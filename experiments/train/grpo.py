@@ -154,5 +154,5 @@ def train_grpo(
         "first_reward": history[0]["reward"] if history else None,
         "last_reward": history[-1]["reward"] if history else None,
     }
-    mark_finished(out_dir, settings, facts)
+    mark_finished(out_dir, settings, facts, cfg.keep_checkpoints)
     return facts

@@ -179,5 +179,5 @@ def train_sft(cfg: RunConfig, model: Any, tokenizer: Any, train_ds: Any, out_dir
         "examples": len(train_ds),
         "lora": cfg.model.lora,
     }
-    mark_finished(out_dir, settings, facts)
+    mark_finished(out_dir, settings, facts, cfg.keep_checkpoints)
     return facts
