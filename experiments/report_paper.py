@@ -71,7 +71,8 @@ def sanity_checks(rows: list[dict], n_candidates: int, n_users: int, real_data: 
 
 #: Claims about trained rows: (better, worse) pairs compared on NDCG@10.
 CLAIMS = (("starec", "starec-sft"), ("starec", "pop"), ("starec", "genre"), ("starec-sft", "pop"),
-          ("starec-sft", "starec-base"), ("starec-sft", "starec-rl-only"), ("starec", "starec-noreflect"))
+          ("starec-sft", "starec-base"), ("starec-sft", "starec-rl-only"), ("starec", "starec-noreflect"),
+          ("starec", "itemknn"), ("starec", "bpr-full"), ("starec", "sasrec-full"))
 
 
 def paired_se(a: dict, b: dict) -> tuple[float, str] | None:
