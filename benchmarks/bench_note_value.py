@@ -37,7 +37,6 @@ from policies.llm.notes import TasteNotes
 from policies.llm.warmup import plan_walk
 from policies.registry import make_policy
 from starec_env.metrics import ndcg_single, rank_of
-from starec_env.protocol import LeaveOneOut
 
 #: Weights (a for likes, d for dislikes) tried when fitting a reader on the first half.
 GRID = [(a, d) for a in (0.0, 0.1, 0.2, 0.3, 0.5, 0.8) for d in (0.0, 0.2, 0.5, 1.0)]
@@ -55,9 +54,7 @@ def note_value(cfg: Any, users: int, steps: list[int], seed: int = 0) -> list[di
     """Rows of {steps, note, genre, with_marks, a, d}: held-out NDCG@10 x 100."""
     world = load_world(cfg)
     ds = world.dataset
-    p = cfg.protocol
-    proto = LeaveOneOut(ds, n_negatives=p.negatives, n_users=users, history_len=p.history_len,
-                        positive_threshold=p.positive_threshold, seed=seed)
+    proto = replace(cfg.protocol, users=users).leave_one_out(ds, seed)
     batch, target = proto.batch, proto.target_pos
     genre = make_policy("genre", PolicyContext(ds, seed=seed))
     genre.fit(proto.split)

@@ -31,7 +31,8 @@ from policies.options import PolicyOptionError, check_types
 from policies.registry import DEFAULT_POLICIES, available, check_policy_options, is_llm_policy, load_factory
 from reward.shaping import RewardConfig
 from starec_env.configtools import read_toml, suggest
-from starec_env.data import DATASETS
+from starec_env.data import DATASETS, Dataset
+from starec_env.protocol import LeaveOneOut
 
 __all__ = [
     "ConfigError", "RunConfig", "DataSection", "ProtocolSection", "OnlineSection", "ModelSection", "PromptSection",
@@ -76,6 +77,13 @@ class ProtocolSection:
     history_len: int = 40
     positive_threshold: float = 3.0
     batch_size: int = 256
+
+    def leave_one_out(self, dataset: Dataset, seed: int) -> LeaveOneOut:
+        """The held-out draw of ``seed`` on ``dataset``: every stage and
+        benchmark builds it here, so each holds out exactly what the
+        evaluation does."""
+        return LeaveOneOut(dataset, n_negatives=self.negatives, n_users=self.users, history_len=self.history_len,
+                           positive_threshold=self.positive_threshold, seed=seed)
 
 
 @dataclass

@@ -115,14 +115,7 @@ def benchmark(cfg: RunConfig, world: World | None = None, factories: dict[str, F
     facts: dict = {"dataset": world.dataset.summary(), "simulator": dict(getattr(world.simulator, "fit_stats", {})), "protocol": []}
     bar = tqdm(total=len(cfg.seeds) * len(cfg.policies), desc="benchmark", disable=not cfg.progress)
     for seed in cfg.seeds:
-        protocol = LeaveOneOut(
-            world.dataset,
-            n_negatives=cfg.protocol.negatives,
-            n_users=cfg.protocol.users,
-            history_len=cfg.protocol.history_len,
-            positive_threshold=cfg.protocol.positive_threshold,
-            seed=seed,
-        )
+        protocol = cfg.protocol.leave_one_out(world.dataset, seed)
         facts["protocol"].append(protocol.summary())
         for name in cfg.policies:
             bar.set_postfix_str(f"seed {seed}: {name}")

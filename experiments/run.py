@@ -17,6 +17,7 @@ import functools
 import importlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +29,7 @@ from experiments.usage import USAGE
 from experiments.world import load_world
 from policies.llm.clients import http_teacher_record
 from starec_env.data.errors import DataFormatError, DataOptionError, DatasetNotFoundError, PreprocessError
-from starec_env.protocol import LeaveOneOut, ProtocolError
+from starec_env.protocol import ProtocolError
 from starec_env.simulator import fidelity_report
 from starec_env.simulator.fidelity import format_fidelity
 
@@ -155,10 +156,8 @@ def run_fidelity(cfg: RunConfig) -> int:
     predicts held-out choices under the run's protocol (first seed; at least the
     paper's 1,000 users, as the oracle costs nothing to score)."""
     world = load_world(cfg)
-    p = cfg.protocol
-    users = None if p.users is None else max(p.users, 1000)
-    protocol = LeaveOneOut(world.dataset, n_negatives=p.negatives, n_users=users, history_len=p.history_len,
-                           positive_threshold=p.positive_threshold, seed=cfg.seeds[0])
+    users = None if cfg.protocol.users is None else max(cfg.protocol.users, 1000)
+    protocol = replace(cfg.protocol, users=users).leave_one_out(world.dataset, cfg.seeds[0])
     report = fidelity_report(world.dataset, world.simulator, seed=cfg.seeds[0], protocol=protocol)
     path = Path(cfg.out) / "fidelity.json"
     write_json(path, report)

@@ -51,7 +51,6 @@ from policies.llm.notes import TasteNotes
 from reward.shaping import build_reward_funcs
 from starec_env.files import atomic_write
 from starec_env.metrics import ndcg_single, rank_of
-from starec_env.protocol import LeaveOneOut
 from starec_env.types import PAD, TrainSplit
 
 
@@ -72,11 +71,10 @@ class Context:
 
 def prepare(cfg: RunConfig) -> Context:
     world = load_world(cfg)
-    ds, p = world.dataset, cfg.protocol
+    ds = world.dataset
     cut = np.full(ds.n_users, np.iinfo(np.int64).max, dtype=np.int64)
     for seed in cfg.seeds:
-        protocol = LeaveOneOut(ds, n_negatives=p.negatives, n_users=p.users, history_len=p.history_len,
-                               positive_threshold=p.positive_threshold, seed=seed)
+        protocol = cfg.protocol.leave_one_out(ds, seed)
         np.minimum.at(cut, protocol.users, protocol.target_rows)
     keep = np.arange(len(ds.interactions)) < cut[ds.user_arr]
     eval_users = np.flatnonzero(cut < np.iinfo(np.int64).max)
@@ -390,9 +388,7 @@ def probe_memory(cfg: RunConfig, factory: Callable) -> dict:
     """The memory probe of :mod:`experiments.memory_probe` for the ``starec`` row,
     on the first seed's first ``cfg.probe_users`` evaluation users."""
     world = load_world(cfg)
-    p = cfg.protocol
-    protocol = LeaveOneOut(world.dataset, n_negatives=p.negatives, n_users=p.users, history_len=p.history_len,
-                           positive_threshold=p.positive_threshold, seed=cfg.seeds[0])
+    protocol = cfg.protocol.leave_one_out(world.dataset, cfg.seeds[0])
     policy = factory(PolicyContext(world.dataset, seed=cfg.seeds[0], options=cfg.policy_options("starec")))
     policy.name = "starec"
     policy.fit(protocol.split)
