@@ -14,9 +14,16 @@ disliked one):
 
 The ranking is the `genre` agent's z-scored score plus ``a * likes - d *
 dislikes``; (a, d) are fitted on half the users and NDCG@10 is reported on
-the other half, beside `genre` alone on that half. If the grounded note
-adds nothing, no student note can beat the first stage by reflection in
-that world: its information is not in what the agent observes::
+the other half, beside `genre` alone on that half.
+
+A third note, ``evidence``, says which of the judge's evidence signals
+(popularity, genre match, similarity to the history) the user's choices
+followed during the walk: per user, the mean z-score of each walked choice
+under each signal. It is read as per-user weights on top of the best global
+fusion of the three signals (both fitted on the first half), and compared
+with that fusion. If the grounded and evidence notes add nothing, no
+student note can beat the first stage by reflection in that world: its
+information is not in what the agent observes::
 
     python -m benchmarks.bench_note_value --preset cpu --users 600 --steps 1,3,5
     python -m benchmarks.bench_note_value --dataset ml-100k --users 600 --steps 1,3,5
@@ -24,6 +31,7 @@ that world: its information is not in what the agent observes::
 from __future__ import annotations
 
 import argparse
+import itertools
 from dataclasses import replace
 from typing import Any
 
@@ -32,14 +40,18 @@ import numpy as np
 from experiments.config import load_run_config
 from experiments.world import load_world
 from policies.base import PolicyContext
+from policies.llm.evidence import SIGNALS, EvidenceBuilder
 from policies.llm.judge import about, note_marks
 from policies.llm.notes import TasteNotes
-from policies.llm.warmup import plan_walk
+from policies.llm.warmup import plan_walk, step_batch
 from policies.registry import make_policy
 from starec_env.metrics import ndcg_single, rank_of
 
 #: Weights (a for likes, d for dislikes) tried when fitting a reader on the first half.
 GRID = [(a, d) for a in (0.0, 0.1, 0.2, 0.3, 0.5, 0.8) for d in (0.0, 0.2, 0.5, 1.0)]
+#: Global weights of the evidence signals, and the per-user weights an evidence note adds to them.
+FUSION_GRID = list(itertools.product((0.0, 0.25, 0.5, 1.0, 2.0), repeat=len(SIGNALS)))
+FOLLOW_GRID = list(itertools.product((0.0, 0.25, 0.5, 1.0), repeat=len(SIGNALS)))
 
 
 def grounded_note(item_words: list[list[str]], ratings: list[float]) -> str:
@@ -50,8 +62,15 @@ def grounded_note(item_words: list[list[str]], ratings: list[float]) -> str:
     return "; ".join(parts)
 
 
+def zscore(scores: np.ndarray) -> np.ndarray:
+    """Scores standardised per row (per user's candidate set)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    return (scores - scores.mean(-1, keepdims=True)) / (scores.std(-1, keepdims=True) + 1e-9)
+
+
 def note_value(cfg: Any, users: int, steps: list[int], seed: int = 0) -> list[dict]:
-    """Rows of {steps, note, genre, with_marks, a, d}: held-out NDCG@10 x 100."""
+    """Rows of {steps, note, first_stage, base, with_note, weights}: held-out
+    NDCG@10 x 100 of the first stage alone and with the note read onto it."""
     world = load_world(cfg)
     ds = world.dataset
     proto = replace(cfg.protocol, users=users).leave_one_out(ds, seed)
@@ -59,7 +78,10 @@ def note_value(cfg: Any, users: int, steps: list[int], seed: int = 0) -> list[di
     genre = make_policy("genre", PolicyContext(ds, seed=seed))
     genre.fit(proto.split)
     base = genre.score(batch)
-    z = (base - base.mean(1, keepdims=True)) / (base.std(1, keepdims=True) + 1e-9)
+    z = zscore(base)
+    evidence = EvidenceBuilder(PolicyContext(ds, seed=seed))
+    evidence.fit(proto.split)
+    signals = np.stack([zscore(evidence.table(batch).scores[name]) for name in SIGNALS])  # (signal, user, candidate)
     judge = cfg.judge_config("starec")
     words = max(judge.description_words, 2)
     oracle = TasteNotes(ds, world.simulator.utility, description_words=words, noun=judge.noun, seed=cfg.data.seed)
@@ -72,13 +94,15 @@ def note_value(cfg: Any, users: int, steps: list[int], seed: int = 0) -> list[di
     def ndcg(scores: np.ndarray, rows: np.ndarray) -> float:
         return float(100 * ndcg_single(rank_of(scores[rows], target[rows]), 10).mean())
 
+    fusion_w = max(FUSION_GRID, key=lambda w: ndcg(np.tensordot(w, signals, 1), fit))
+    fusion = np.tensordot(fusion_w, signals, 1)
     out = []
     for k in steps:
+        walks = [plan_walk(ds, int(user), batch.history[r], batch.history_ratings[r], replace(cfg.warmup, steps=k), cfg.data.seed)
+                 for r, user in enumerate(batch.users)]
         notes: dict[str, list[str]] = {"oracle": [], "grounded": []}
-        for r, user in enumerate(batch.users):
-            walk = plan_walk(ds, int(user), batch.history[r], batch.history_ratings[r],
-                             replace(cfg.warmup, steps=k), cfg.data.seed)
-            notes["oracle"].append(oracle.note(int(user), [int(i) for c in walk.candidates for i in c]))
+        for walk in walks:
+            notes["oracle"].append(oracle.note(walk.user, [int(i) for c in walk.candidates for i in c]))
             walked = [[g.lower() for g in genres_of[i]] + about_of[i].replace(",", "").lower().split() for i in walk.items]
             notes["grounded"].append(grounded_note(walked, list(walk.ratings)))
         for kind, texts in notes.items():
@@ -89,8 +113,18 @@ def note_value(cfg: Any, users: int, steps: list[int], seed: int = 0) -> list[di
                 likes[r] = [m.count("+") for m in marks]
                 dislikes[r] = [m.count("-") for m in marks]
             a, d = max(GRID, key=lambda w: ndcg(z + w[0] * likes - w[1] * dislikes, fit))
-            out.append({"steps": k, "note": kind, "genre": ndcg(base, ~fit),
-                        "with_marks": ndcg(z + a * likes - d * dislikes, ~fit), "a": a, "d": d})
+            out.append({"steps": k, "note": kind, "first_stage": "genre", "base": ndcg(base, ~fit),
+                        "with_note": ndcg(z + a * likes - d * dislikes, ~fit), "weights": (a, d)})
+        follows = np.zeros(signals.shape[:2])
+        lengths = np.array([len(w.items) for w in walks])
+        for t in range(int(lengths.max(initial=0))):
+            rows = np.flatnonzero(lengths > t)
+            step = evidence.table(step_batch([walks[r] for r in rows], t, cfg.protocol.history_len)).scores
+            chosen = [walks[r].chosen[t] for r in rows]
+            follows[:, rows] += np.stack([zscore(step[name])[np.arange(len(rows)), chosen] for name in SIGNALS]) / lengths[rows]
+        c = max(FOLLOW_GRID, key=lambda c: ndcg(fusion + np.einsum("s,su,suc->uc", c, follows, signals), fit))
+        out.append({"steps": k, "note": "evidence", "first_stage": "fusion", "base": ndcg(fusion, ~fit),
+                    "with_note": ndcg(fusion + np.einsum("s,su,suc->uc", c, follows, signals), ~fit), "weights": c})
     return out
 
 
@@ -104,11 +138,12 @@ def main() -> None:
     args = parser.parse_args()
     cfg = load_run_config(preset=args.preset, overrides={"data": {"dataset": args.dataset}} if args.dataset else None)
     rows = note_value(cfg, args.users, [int(s) for s in args.steps.split(",")], args.seed)
-    print(f"{'steps':>5} {'note':>9} {'genre':>7} {'+ marks':>8} {'gain':>6}  weights (likes, dislikes)")
+    print(f"{'steps':>5} {'note':>9} {'first stage':>12} {'alone':>6} {'+ note':>7} {'gain':>6}  weights")
     for row in rows:
-        print(f"{row['steps']:>5} {row['note']:>9} {row['genre']:7.2f} {row['with_marks']:8.2f} "
-              f"{row['with_marks'] - row['genre']:+6.2f}  ({row['a']}, {row['d']})")
-    print(f"NDCG@10 x 100 on the held-out half of {args.users} users (reader fitted on the other half)")
+        print(f"{row['steps']:>5} {row['note']:>9} {row['first_stage']:>12} {row['base']:6.2f} {row['with_note']:7.2f} "
+              f"{row['with_note'] - row['base']:+6.2f}  {row['weights']}")
+    print(f"NDCG@10 x 100 on the held-out half of {args.users} users (reader fitted on the other half); weights: "
+          f"(likes, dislikes) for the marks, per-user weights on {', '.join(SIGNALS)} for the evidence note")
 
 
 if __name__ == "__main__":

@@ -161,15 +161,19 @@ def test_tiny_model_warm_up_end_to_end(world, tiny_backend):
     np.testing.assert_array_equal(runs[0], runs[1])
 
 
-def test_note_value_benchmark_reads_oracle_and_grounded_notes():
+def test_note_value_benchmark_reads_oracle_grounded_and_evidence_notes():
     """benchmarks.bench_note_value: one row per walk length and note kind, on the
-    same held-out users; the grounded note names only what the walk showed."""
+    same held-out users; the grounded note names only what the walk showed; the
+    evidence note is read over the global fusion of the evidence signals, which
+    a fitted reader can always fall back to (zero per-user weights)."""
     from benchmarks.bench_note_value import grounded_note, note_value
     from experiments.config import load_run_config
 
     assert grounded_note([["drama", "witty"], ["horror"], ["comedy"]], [5.0, 1.0, 3.0]) == "Likes drama, witty; dislikes horror"
     assert grounded_note([["drama"]], [3.0]) == ""
     rows = note_value(load_run_config(preset="smoke"), users=40, steps=[1, 2])
-    assert [(r["steps"], r["note"]) for r in rows] == [(1, "oracle"), (1, "grounded"), (2, "oracle"), (2, "grounded")]
-    assert len({r["genre"] for r in rows}) == 1
-    assert all(0.0 <= r["with_marks"] <= 100.0 for r in rows)
+    assert [(r["steps"], r["note"]) for r in rows] == [(k, n) for k in (1, 2) for n in ("oracle", "grounded", "evidence")]
+    assert {(r["first_stage"], r["base"]) for r in rows if r["note"] != "evidence"} == {("genre", rows[0]["base"])}
+    assert len({(r["first_stage"], r["base"]) for r in rows if r["note"] == "evidence"}) == 1
+    assert all(0.0 <= r["with_note"] <= 100.0 for r in rows)
+    assert all(len(r["weights"]) == 3 for r in rows if r["note"] == "evidence")
