@@ -154,8 +154,14 @@ def test_genre_order_lists_the_first_stage_ranking_and_maps_scores_back():
     back = np.stack([in_candidate_order(-np.arange(6.0), o) for o in order])
     assert (np.argsort(-back, axis=1, kind="stable") == order).all()
     assert (display_order("given", None, (2, 3)) == [[0, 1, 2], [0, 1, 2]]).all()
-    with pytest.raises(ValueError, match="needs the pop and genre evidence"):
+    with pytest.raises(ValueError, match="needs the genre and pop evidence"):
         display_order("genre", None, (1, 3))
+    # the itemknn first stage: the candidates by similarity to the history
+    knn = {"itemknn": rng.random((4, 6))}
+    assert (np.take_along_axis(knn["itemknn"], display_order("itemknn", knn, (4, 6)), 1)
+            == -np.sort(-knn["itemknn"], axis=1)).all()
+    with pytest.raises(ValueError, match="needs the itemknn evidence"):
+        display_order("itemknn", scores, (4, 6))
     with pytest.raises(ValueError, match="judge.order"):
         JudgeConfig(order="best")
 

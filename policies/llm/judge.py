@@ -131,9 +131,12 @@ def profile_text(profile: dict) -> str:
 
 #: How a judge prompt lists the candidates: ``given`` keeps the protocol's
 #: (random) order; ``genre`` lists them in the ``genre`` agent's order (genre
-#: match with the history blended with popularity), a cheap first stage the
-#: judge re-ranks - the ``genre`` row then is the first stage's own result.
-ORDERS = ("given", "genre")
+#: match with the history blended with popularity), ``itemknn`` in the
+#: ``itemknn`` agent's (similarity to the history; stronger on real data): a
+#: cheap first stage the judge re-ranks, whose row is the first stage's own result.
+ORDERS = ("given", "genre", "itemknn")
+#: The evidence signals each first stage is computed from.
+ORDER_SIGNALS = {"genre": ("genre", "pop"), "itemknn": ("itemknn",)}
 
 
 def display_order(order: str, scores: dict[str, np.ndarray] | None, shape: tuple[int, int]) -> np.ndarray:
@@ -141,9 +144,13 @@ def display_order(order: str, scores: dict[str, np.ndarray] | None, shape: tuple
     the evidence scorers' raw scores (``EvidenceTable.scores``)."""
     if order == "given":
         return np.tile(np.arange(shape[1]), (shape[0], 1))
-    if scores is None or not {"genre", "pop"} <= set(scores):
-        raise ValueError(f"judge.order = {order!r} needs the pop and genre evidence (prompt.evidence on)")
-    first = scores["genre"] + GenreOptions().pop_weight * scores["pop"]  # the genre agent's formula (up to its 1e-6 tie-break)
+    needed = ORDER_SIGNALS[order]
+    if scores is None or not set(needed) <= set(scores):
+        raise ValueError(f"judge.order = {order!r} needs the {' and '.join(needed)} evidence (prompt.evidence on)")
+    if order == "genre":
+        first = scores["genre"] + GenreOptions().pop_weight * scores["pop"]  # the genre agent's formula (up to its 1e-6 tie-break)
+    else:
+        first = scores["itemknn"]
     return np.argsort(-first, axis=1, kind="stable")
 
 
