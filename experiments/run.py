@@ -21,7 +21,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
-from experiments.config import ConfigError, RunConfig, load_run_config, parse_seed_count, parse_seeds, presets
+from experiments.config import TRAINED_ROWS, ConfigError, RunConfig, load_run_config, parse_seed_count, parse_seeds, presets
 from experiments.evaluate import benchmark
 from experiments.report import OutputError, check_out_dir, format_table, online_sizes, write_json, write_report
 from experiments.train.dist import is_main_process
@@ -143,9 +143,12 @@ def _training_facts(out: Path) -> dict:
 
 @stage("all")
 def run_all(cfg: RunConfig) -> int:
-    """distill -> rl -> eval (the training stages only when a trained row is configured)."""
-    if cfg.trained_rows() and set(cfg.trained_rows()) != {"teacher"}:
+    """distill -> rl -> eval, each training stage only when a configured row
+    needs what it makes (``starec-sft`` alone: no GRPO)."""
+    folders = {TRAINED_ROWS[row] for row in cfg.trained_rows()} - {None}
+    if folders:
         run_distill(cfg)
+    if folders & {"rl", "rl-only"}:
         run_rl(cfg)
     return run_eval(cfg)
 

@@ -209,6 +209,21 @@ def test_classic_eval_stays_light(tmp_path: Path) -> None:
     assert [r["policy"] for r in rows] == ["random", "pop", "genre"]
 
 
+@pytest.mark.parametrize("policies, stages", [
+    ("pop,genre", ["eval"]), ("pop,teacher", ["eval"]), ("pop,starec-sft", ["distill", "eval"]),
+    ("starec-base,starec-sft", ["distill", "eval"]), ("pop,starec", ["distill", "rl", "eval"]),
+    ("starec-rl-only", ["distill", "rl", "eval"]),
+])
+def test_the_whole_loop_runs_only_the_stages_its_rows_need(policies: str, stages: list[str], monkeypatch) -> None:
+    import experiments.run as run
+
+    ran: list[str] = []
+    for name in ("distill", "rl", "eval"):
+        monkeypatch.setattr(run, f"run_{name}", lambda cfg, name=name: ran.append(name) or 0)
+    run.run_all(load_run_config(preset="smoke", overrides={"policies": policies.split(",")}))
+    assert ran == stages
+
+
 def test_trained_rows_need_their_checkpoints(tmp_path: Path, capsys) -> None:
     args = ["--preset", "smoke", "--stage", "eval", "--policies", "pop,starec", "--out", str(tmp_path)]
     assert main(args) == 2
