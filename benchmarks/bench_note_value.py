@@ -122,9 +122,12 @@ def note_value(cfg: Any, users: int, steps: list[int], seed: int = 0) -> list[di
             step = evidence.table(step_batch([walks[r] for r in rows], t, cfg.protocol.history_len)).scores
             chosen = [walks[r].chosen[t] for r in rows]
             follows[:, rows] += np.stack([zscore(step[name])[np.arange(len(rows)), chosen] for name in SIGNALS]) / lengths[rows]
-        c = max(FOLLOW_GRID, key=lambda c: ndcg(fusion + np.einsum("s,su,suc->uc", c, follows, signals), fit))
+        def followed(c: tuple, follows: np.ndarray = follows) -> np.ndarray:
+            return fusion + np.einsum("s,su,suc->uc", c, follows, signals)
+
+        c = max(FOLLOW_GRID, key=lambda c: ndcg(followed(c), fit))
         out.append({"steps": k, "note": "evidence", "first_stage": "fusion", "base": ndcg(fusion, ~fit),
-                    "with_note": ndcg(fusion + np.einsum("s,su,suc->uc", c, follows, signals), ~fit), "weights": c})
+                    "with_note": ndcg(followed(c), ~fit), "weights": c})
     return out
 
 
